@@ -1,0 +1,32 @@
+# Every target builds its own virtual environment first, so each works on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+# Tests and the demo read datasets from a local folder when there is one (no network).
+MINIROBUST_DATA ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shared/data),)
+export MINIROBUST_DATA
+
+.PHONY: venv test test-all demo info bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv                 ## the default test run (slow end-to-end runs deselected)
+	$(PY) -m pytest -q
+
+test-all: venv             ## every test, slow ones included
+	$(PY) -m pytest -q -m ""
+
+demo: venv                 ## train a small net and print its accuracy
+	$(VENV)/bin/minirobust demo
+
+info: venv
+	$(VENV)/bin/minirobust info
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

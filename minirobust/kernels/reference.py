@@ -1,0 +1,103 @@
+"""The reference tier: plain, readable array code for every hot op.
+
+This is the teaching path and the oracle that the fast tiers are tested against. It
+works on NumPy and CuPy arrays alike (``xp = get_xp(x)``), loops only over the small
+kernel window, and lets the array library do the rest.
+
+Notation (shared by every docstring in minirobust):
+    N batch, C channels, H W height width, KH KW kernel, SH SW stride, PH PW padding,
+    OH OW output height/width, F filters, K = C*KH*KW, P = N*OH*OW.
+
+Column layout used by im2col/col2im: ``cols`` has shape (K, P); row ``(c*KH + i)*KW + j``
+holds input pixel ``x[n, c, oh*SH + i - PH, ow*SW + j - PW]`` in column ``(n*OH + oh)*OW + ow``.
+A convolution is then one matrix product: ``W.reshape(F, K) @ cols`` -> (F, P).
+
+Max-pool "argmax" layout: for each output (n, c, oh, ow) the index ``k = i*KW + j`` of the
+winning position inside its window (ties go to the first, in row-major window order).
+"""
+
+from __future__ import annotations
+
+from ..backend import get_xp
+
+
+def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Output length of a sliding window: floor((size + 2*pad - kernel) / stride) + 1."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def _pad(x, PH, PW, value):
+    """Pad the two spatial axes of an (N, C, H, W) array with a constant."""
+    xp = get_xp(x)
+    if PH == 0 and PW == 0:
+        return x
+    return xp.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)), mode="constant", constant_values=value)
+
+
+def im2col(x, KH, KW, SH, SW, PH, PW):
+    """Unfold sliding windows into columns.
+
+    x: (N, C, H, W) -> cols: (K, P) with K = C*KH*KW, P = N*OH*OW (zero padding).
+    """
+    xp = get_xp(x)
+    N, C, H, W = x.shape
+    OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
+    xpad = _pad(x, PH, PW, 0)
+    cols = xp.empty((C, KH, KW, N, OH, OW), dtype=x.dtype)
+    for i in range(KH):  # one strided slice per window offset (i, j)
+        for j in range(KW):
+            window = xpad[:, :, i : i + SH * OH : SH, j : j + SW * OW : SW]  # (N, C, OH, OW)
+            cols[:, i, j] = window.transpose(1, 0, 2, 3)
+    return cols.reshape(C * KH * KW, N * OH * OW)
+
+
+def col2im(cols, x_shape, KH, KW, SH, SW, PH, PW):
+    """Fold columns back, summing overlaps: the adjoint (transpose) of im2col.
+
+    cols: (K, P) -> dx: x_shape = (N, C, H, W).
+    """
+    xp = get_xp(cols)
+    N, C, H, W = x_shape
+    OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
+    cols = cols.reshape(C, KH, KW, N, OH, OW)
+    dxpad = xp.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=cols.dtype)
+    for i in range(KH):
+        for j in range(KW):
+            # '+=' (not '='): windows overlap when the stride is smaller than the kernel
+            dxpad[:, :, i : i + SH * OH : SH, j : j + SW * OW : SW] += cols[:, i, j].transpose(1, 0, 2, 3)
+    return dxpad[:, :, PH : PH + H, PW : PW + W]
+
+
+def maxpool_forward(x, KH, KW, SH, SW, PH, PW):
+    """Max over each window, padding with -inf (padding never wins).
+
+    x: (N, C, H, W) -> y: (N, C, OH, OW), argmax: (N, C, OH, OW) int64 window index i*KW + j.
+    """
+    xp = get_xp(x)
+    N, C, H, W = x.shape
+    OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
+    xpad = _pad(x, PH, PW, -xp.inf)
+    windows = xp.empty((KH * KW, N, C, OH, OW), dtype=x.dtype)
+    for i in range(KH):
+        for j in range(KW):
+            windows[i * KW + j] = xpad[:, :, i : i + SH * OH : SH, j : j + SW * OW : SW]
+    argmax = windows.argmax(axis=0)  # argmax returns the FIRST maximum: our tie rule
+    y = windows.max(axis=0)
+    return y, argmax
+
+
+def maxpool_backward(dy, argmax, x_shape, KH, KW, SH, SW, PH, PW):
+    """Route each output gradient to the input that won its window.
+
+    dy, argmax: (N, C, OH, OW) -> dx: x_shape = (N, C, H, W).
+    """
+    xp = get_xp(dy)
+    N, C, H, W = x_shape
+    OH, OW = dy.shape[2], dy.shape[3]
+    dxpad = xp.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=dy.dtype)
+    for i in range(KH):
+        for j in range(KW):
+            won = argmax == (i * KW + j)
+            # '+=': with overlapping windows one input can win several windows
+            dxpad[:, :, i : i + SH * OH : SH, j : j + SW * OW : SW] += dy * won
+    return dxpad[:, :, PH : PH + H, PW : PW + W]

@@ -1,0 +1,364 @@
+"""Layers with hand-written backward passes.
+
+The contract (CS231n's, the clearest for learners):
+
+    y  = layer.forward(x, train=False)   # keeps what backward needs
+    dx = layer.backward(dy)              # returns dL/dx; fills layer.grads (same keys as layer.params)
+
+``dy`` is never modified. ``backward(dy, param_grads=False)`` skips the parameter
+gradients: the ascent step of robust training only needs dL/dx. Backward always refers
+to the most recent forward call.
+
+Shapes use the notation of ``kernels/reference.py``: N batch, C channels, H W height
+width, KH KW kernel, SH SW stride, PH PW padding, OH OW output, F filters.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import checks
+from .backend import get_xp, to_device
+from .errors import InputError
+from .init import glorot_uniform, he_normal, make_rng
+from .kernels import get_op
+from .kernels.reference import output_size
+
+
+class Layer:
+    """Base class: no parameters, identity config. Subclasses override forward/backward."""
+
+    kind = "layer"
+
+    def __init__(self):
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.name: str | None = None
+
+    def forward(self, x, train: bool = False):
+        raise NotImplementedError
+
+    def backward(self, dy, param_grads: bool = True):
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """JSON-friendly constructor arguments (no arrays): rebuilds the layer's shape."""
+        return {}
+
+    def output_shape(self, input_shape):
+        """Shape of forward(x) for x of ``input_shape`` (without N)."""
+        return tuple(input_shape)
+
+    def astype(self, dtype):
+        """Cast parameters to ``dtype`` in place; returns self."""
+        for k, v in self.params.items():
+            self.params[k] = v.astype(dtype)
+        self.grads = {}
+        return self
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _require_forward(layer, attr):
+    if getattr(layer, attr, None) is None:
+        raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation, as in every DL library) with zero padding.
+
+    x: (N, C, H, W) -> y: (N, F, OH, OW);  W: (F, C, KH, KW), b: (F,).
+    Computed as im2col then one matrix product: y = W.reshape(F, K) @ cols + b.
+    """
+
+    kind = "conv2d"
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 bias=True, init="glorot", seed=None, dtype=np.float32):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = checks.as_pair(kernel_size, "kernel_size")
+        self.stride = checks.as_pair(stride, "stride")
+        self.padding = checks.as_pair(padding, "padding")
+        self.bias, self.init = bool(bias), init
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise InputError(f"Conv2D: kernel and stride must be >= 1 and padding >= 0, got "
+                             f"{self.kernel_size}, {self.stride}, {self.padding}")
+        KH, KW = self.kernel_size
+        fan_in, fan_out = in_channels * KH * KW, out_channels * KH * KW
+        rng = make_rng(seed)
+        shape = (out_channels, in_channels, KH, KW)
+        if init == "he":
+            W = he_normal(shape, fan_in, rng, dtype)
+        elif init == "glorot":
+            W = glorot_uniform(shape, fan_in, fan_out, rng, dtype)
+        else:
+            raise InputError(f"unknown init {init!r}: choose 'he' or 'glorot'")
+        self.params["W"] = to_device(W)
+        if self.bias:
+            self.params["b"] = to_device(np.zeros(out_channels, dtype=dtype))
+        self._x_shape = self._cols = None
+
+    def config(self):
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
+                    kernel_size=list(self.kernel_size), stride=list(self.stride),
+                    padding=list(self.padding), bias=self.bias, init=self.init)
+
+    def output_shape(self, input_shape):
+        C, H, W = input_shape
+        (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
+        return (self.out_channels, output_size(H, KH, SH, PH), output_size(W, KW, SW, PW))
+
+    def forward(self, x, train=False):
+        checks.check_float(x, "Conv2D input")
+        checks.check_rank(x, 4, "(N, C, H, W)", "Conv2D input")
+        checks.check_axis(x, 1, self.in_channels, "channels", "Conv2D input")
+        (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
+        N, C, H, W = x.shape
+        OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
+        if OH < 1 or OW < 1:
+            raise InputError(f"Conv2D input {tuple(x.shape)} is smaller than the kernel {self.kernel_size}")
+        cols = get_op("im2col", x)(x, KH, KW, SH, SW, PH, PW)  # (K, P)
+        Wmat = self.params["W"].reshape(self.out_channels, -1)  # (F, K)
+        y = Wmat @ cols  # (F, P)
+        if self.bias:
+            y += self.params["b"][:, None]
+        self._x_shape, self._cols = x.shape, cols
+        # (F, N*OH*OW) -> (N, F, OH, OW)
+        return y.reshape(self.out_channels, N, OH, OW).transpose(1, 0, 2, 3)
+
+    def backward(self, dy, param_grads=True):
+        _require_forward(self, "_cols")
+        (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
+        F = self.out_channels
+        dy_mat = dy.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, P); reshape copies, dy untouched
+        if param_grads:
+            self.grads["W"] = (dy_mat @ self._cols.T).reshape(self.params["W"].shape)
+            if self.bias:
+                self.grads["b"] = dy_mat.sum(axis=1)
+        dcols = self.params["W"].reshape(F, -1).T @ dy_mat  # (K, P)
+        return get_op("col2im", dcols)(dcols, self._x_shape, KH, KW, SH, SW, PH, PW)
+
+
+class MaxPool2D(Layer):
+    """Max pooling over KH x KW windows; padding is -inf so it never wins.
+
+    x: (N, C, H, W) -> y: (N, C, OH, OW). Overlapping windows (stride < kernel) are
+    supported; ties go to the first position in row-major window order.
+    """
+
+    kind = "maxpool2d"
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = checks.as_pair(kernel_size, "kernel_size")
+        self.stride = checks.as_pair(stride if stride is not None else kernel_size, "stride")
+        self.padding = checks.as_pair(padding, "padding")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise InputError(f"MaxPool2D: kernel and stride must be >= 1 and padding >= 0, got "
+                             f"{self.kernel_size}, {self.stride}, {self.padding}")
+        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
+            # a window made only of padding would have no input to route its gradient to
+            raise InputError(f"MaxPool2D: padding {self.padding} must be at most half the kernel {self.kernel_size}")
+        self._x_shape = self._argmax = None
+
+    def config(self):
+        return dict(kernel_size=list(self.kernel_size), stride=list(self.stride), padding=list(self.padding))
+
+    def output_shape(self, input_shape):
+        C, H, W = input_shape
+        (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
+        return (C, output_size(H, KH, SH, PH), output_size(W, KW, SW, PW))
+
+    def forward(self, x, train=False):
+        checks.check_float(x, "MaxPool2D input")
+        checks.check_rank(x, 4, "(N, C, H, W)", "MaxPool2D input")
+        (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
+        if output_size(x.shape[2], KH, SH, PH) < 1 or output_size(x.shape[3], KW, SW, PW) < 1:
+            raise InputError(f"MaxPool2D input {tuple(x.shape)} is smaller than the window {self.kernel_size}")
+        y, self._argmax = get_op("maxpool_forward", x)(x, KH, KW, SH, SW, PH, PW)
+        self._x_shape = x.shape
+        return y
+
+    def backward(self, dy, param_grads=True):
+        _require_forward(self, "_argmax")
+        (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
+        return get_op("maxpool_backward", dy)(dy, self._argmax, self._x_shape, KH, KW, SH, SW, PH, PW)
+
+
+class ReLU(Layer):
+    """y = max(x, 0); the derivative at exactly 0 is taken as 0. Any shape."""
+
+    kind = "relu"
+
+    def __init__(self):
+        super().__init__()
+        self._mask = None
+
+    def forward(self, x, train=False):
+        checks.check_float(x, "ReLU input")
+        self._mask = x > 0
+        return x * self._mask
+
+    def backward(self, dy, param_grads=True):
+        _require_forward(self, "_mask")
+        return dy * self._mask
+
+
+class Dense(Layer):
+    """Fully connected: y = x @ W + b.  x: (N, in), W: (in, out), b: (out,) -> y: (N, out)."""
+
+    kind = "dense"
+
+    def __init__(self, in_features, out_features, bias=True, init="glorot", seed=None, dtype=np.float32):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.bias, self.init = bool(bias), init
+        rng = make_rng(seed)
+        shape = (self.in_features, self.out_features)
+        if init == "he":
+            W = he_normal(shape, self.in_features, rng, dtype)
+        elif init == "glorot":
+            W = glorot_uniform(shape, self.in_features, self.out_features, rng, dtype)
+        else:
+            raise InputError(f"unknown init {init!r}: choose 'he' or 'glorot'")
+        self.params["W"] = to_device(W)
+        if self.bias:
+            self.params["b"] = to_device(np.zeros(self.out_features, dtype=dtype))
+        self._x = None
+
+    def config(self):
+        return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias, init=self.init)
+
+    def output_shape(self, input_shape):
+        return (self.out_features,)
+
+    def forward(self, x, train=False):
+        checks.check_float(x, "Dense input")
+        checks.check_rank(x, 2, "(N, features)", "Dense input")
+        checks.check_axis(x, 1, self.in_features, "features", "Dense input")
+        self._x = x
+        y = x @ self.params["W"]
+        if self.bias:
+            y += self.params["b"]
+        return y
+
+    def backward(self, dy, param_grads=True):
+        _require_forward(self, "_x")
+        if param_grads:
+            self.grads["W"] = self._x.T @ dy
+            if self.bias:
+                self.grads["b"] = dy.sum(axis=0)
+        return dy @ self.params["W"].T
+
+
+class Flatten(Layer):
+    """(N, d1, d2, ...) -> (N, d1*d2*...); backward reshapes back."""
+
+    kind = "flatten"
+
+    def __init__(self):
+        super().__init__()
+        self._x_shape = None
+
+    def output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, x, train=False):
+        checks.check_array(x, "Flatten input")
+        self._x_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy, param_grads=True):
+        _require_forward(self, "_x_shape")
+        return dy.reshape(self._x_shape)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each unit with probability p and scale the rest
+    by 1/(1-p), so evaluation is the identity. Masks come from a seeded generator."""
+
+    kind = "dropout"
+
+    def __init__(self, p=0.5, seed=None):
+        super().__init__()
+        if not 0.0 <= float(p) < 1.0:
+            raise InputError(f"Dropout probability must be in [0, 1), got {p}")
+        self.p, self.seed = float(p), seed
+        self.rng = make_rng(seed)
+        self._mask = None
+
+    def config(self):
+        return dict(p=self.p, seed=self.seed if isinstance(self.seed, int) else None)
+
+    def forward(self, x, train=False):
+        checks.check_float(x, "Dropout input")
+        if not train or self.p == 0.0:
+            self._mask = 1.0
+            return x
+        xp = get_xp(x)
+        keep = self.rng.random(x.shape) >= self.p  # drawn on the host: same mask on every backend
+        self._mask = xp.asarray(keep / (1.0 - self.p), dtype=x.dtype)
+        return x * self._mask
+
+    def backward(self, dy, param_grads=True):
+        _require_forward(self, "_mask")
+        return dy * self._mask
+
+
+class Normalize(Layer):
+    """y = (x - mean) / std with fixed statistics, per channel or scalar.
+
+    Put it first in a model so that the model's input stays in raw [0, 1] pixel space
+    (where eps and the input bounds of attacks are defined). No trainable parameters.
+    x: (N, C, H, W) or (N, D) -> same shape.
+    """
+
+    kind = "normalize"
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.mean = [float(m) for m in np.atleast_1d(mean)]
+        self.std = [float(s) for s in np.atleast_1d(std)]
+        if len(self.mean) != len(self.std):
+            raise InputError(f"Normalize: mean has {len(self.mean)} entries, std {len(self.std)}")
+        if min(self.std) <= 0:
+            raise InputError(f"Normalize: std must be positive, got {self.std}")
+
+    def config(self):
+        return dict(mean=self.mean, std=self.std)
+
+    def _stats(self, x):
+        xp = get_xp(x)
+        shape = (1, -1) + (1,) * (x.ndim - 2) if len(self.mean) > 1 else ()
+        if len(self.mean) > 1:
+            checks.check_axis(x, 1, len(self.mean), "channels", "Normalize input")
+        mean = xp.asarray(self.mean, dtype=x.dtype).reshape(shape)
+        std = xp.asarray(self.std, dtype=x.dtype).reshape(shape)
+        return mean, std
+
+    def forward(self, x, train=False):
+        checks.check_float(x, "Normalize input")
+        mean, self._std = self._stats(x)
+        return (x - mean) / self._std
+
+    def backward(self, dy, param_grads=True):
+        _require_forward(self, "_std")
+        return dy / self._std
+
+    _std = None
+
+
+LAYER_TYPES = {cls.kind: cls for cls in (Conv2D, MaxPool2D, ReLU, Dense, Flatten, Dropout, Normalize)}
+
+
+def layer_from_config(kind: str, cfg: dict, dtype=np.float32) -> Layer:
+    """Rebuild a layer (with freshly initialised parameters) from ``Layer.config()``."""
+    if kind not in LAYER_TYPES:
+        raise InputError(f"unknown layer type {kind!r}; known: {sorted(LAYER_TYPES)}")
+    cls = LAYER_TYPES[kind]
+    if cls in (Conv2D, Dense):
+        return cls(**cfg, seed=0, dtype=dtype)
+    return cls(**cfg)

@@ -1,0 +1,171 @@
+"""Sequential: a stack of layers, and the engine's reverse-mode autodiff.
+
+Forward runs the layers in order (each keeps what its backward needs); backward replays
+them in reverse and returns dL/dx for the network INPUT, the quantity every attack and
+robust-training step is built on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import checks
+from .backend import get_xp, to_device, to_host
+from .errors import CheckpointError, InputError
+from .layers import Layer, layer_from_config
+from .losses import SoftmaxCrossEntropy
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _as_dtype(dtype):
+    name = np.dtype(dtype).name
+    if name not in DTYPES:
+        raise InputError(f"model dtype must be float32 or float64, got {name}")
+    return np.dtype(name)
+
+
+class Sequential:
+    """Layers applied in order.
+
+    Parameters are named ``"<index>_<kind>.<param>"`` (e.g. ``"1_conv2d.W"``) so that a
+    state dict reads like the architecture.
+    """
+
+    def __init__(self, layers, dtype=np.float32):
+        self.layers: list[Layer] = list(layers)
+        if not self.layers:
+            raise InputError("Sequential needs at least one layer")
+        self.dtype = _as_dtype(dtype)
+        for i, layer in enumerate(self.layers):
+            layer.name = f"{i}_{layer.kind}"
+            if any(v.dtype != self.dtype for v in layer.params.values()):
+                layer.astype(self.dtype)
+
+    # ----- the forward and backward passes -------------------------------------------------
+    def forward(self, x, train: bool = False):
+        """x: (N, ...) floats -> logits (N, classes). ``train`` enables dropout."""
+        checks.check_float(x, "model input")
+        if x.ndim < 2:
+            raise InputError(f"model input must have a batch axis (N, ...), got shape {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise InputError(f"model input is an empty batch (shape {tuple(x.shape)}); N must be >= 1")
+        checks.check_finite(x, "model input")
+        x = x.astype(self.dtype, copy=False)  # no silent float64 promotion in a float32 model
+        for layer in self.layers:
+            x = layer.forward(x, train=train)
+        return x
+
+    def backward(self, dy, param_grads: bool = True):
+        """Given dL/dlogits, return dL/dx for the network input.
+
+        With ``param_grads=False`` the layers skip their parameter gradients (cheaper:
+        the ascent step of robust training needs only dL/dx).
+        """
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy, param_grads=param_grads)
+        return dy
+
+    def loss_and_grads(self, x, y, train: bool = True, reduction: str = "mean"):
+        """One forward + backward: returns (loss, {param name: gradient}, dL/dx)."""
+        loss_fn = SoftmaxCrossEntropy(reduction)
+        loss = loss_fn.forward(self.forward(x, train=train), y)
+        dx = self.backward(loss_fn.backward(), param_grads=True)
+        return float(loss), self.gradients(), dx
+
+    def input_gradient(self, x, y=None, reduction: str = "sum"):
+        """dL/dx in evaluation mode, skipping parameter gradients.
+
+        Labels default to the model's own predictions (no label leaking). With the default
+        'sum' reduction each example's gradient is that of its own loss.
+        """
+        logits = self.forward(x, train=False)
+        if y is None:
+            y = logits.argmax(axis=1)
+        loss_fn = SoftmaxCrossEntropy(reduction)
+        loss_fn.forward(logits, y)
+        return self.backward(loss_fn.backward(), param_grads=False)
+
+    def predict_logits(self, x, batch_size: int | None = None):
+        """Logits in evaluation mode, in batches of ``batch_size`` (all at once if None)."""
+        xp = get_xp(x)
+        if batch_size is None or batch_size >= x.shape[0]:
+            return self.forward(x, train=False)
+        return xp.concatenate([self.forward(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+
+    def predict(self, x, batch_size: int | None = None):
+        """Predicted class indices, shape (N,)."""
+        return self.predict_logits(x, batch_size).argmax(axis=1)
+
+    def accuracy(self, x, y, batch_size: int | None = 1000) -> float:
+        """Fraction of ``x`` classified as ``y``."""
+        return float((self.predict(x, batch_size) == y).mean())
+
+    # ----- parameters and state ---------------------------------------------------------------
+    def parameters(self) -> dict:
+        """{name: array} of every trainable parameter (the live arrays, not copies)."""
+        return {f"{layer.name}.{k}": v for layer in self.layers for k, v in layer.params.items()}
+
+    def gradients(self) -> dict:
+        """{name: array} of the gradients from the last backward pass with param_grads=True."""
+        return {f"{layer.name}.{k}": v for layer in self.layers for k, v in layer.grads.items()}
+
+    def set_parameter(self, name: str, value):
+        """Replace one parameter (used by optimisers and checkpoint loading)."""
+        layer_name, key = name.rsplit(".", 1)
+        for layer in self.layers:
+            if layer.name == layer_name and key in layer.params:
+                layer.params[key] = value
+                return
+        raise KeyError(f"no parameter named {name!r}")
+
+    def num_parameters(self) -> int:
+        return int(sum(v.size for v in self.parameters().values()))
+
+    def state_dict(self) -> dict:
+        """{name: NumPy array copy} of every parameter, for checkpoints."""
+        return {k: to_host(v).copy() for k, v in self.parameters().items()}
+
+    def load_state_dict(self, state: dict):
+        """Load parameters saved by ``state_dict``; names and shapes must match exactly."""
+        own = self.parameters()
+        missing, unexpected = set(own) - set(state), set(state) - set(own)
+        if missing or unexpected:
+            raise CheckpointError(f"state dict does not match the model: missing {sorted(missing)}, "
+                                  f"unexpected {sorted(unexpected)}")
+        for name, value in state.items():
+            if tuple(value.shape) != tuple(own[name].shape):
+                raise CheckpointError(f"parameter {name}: checkpoint shape {tuple(value.shape)} "
+                                      f"!= model shape {tuple(own[name].shape)}")
+            self.set_parameter(name, to_device(value, dtype=self.dtype))
+
+    def config(self) -> dict:
+        """The architecture as JSON-friendly data (no weights)."""
+        return {"dtype": self.dtype.name,
+                "layers": [{"type": layer.kind, **layer.config()} for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Sequential":
+        dtype = _as_dtype(cfg.get("dtype", "float32"))
+        layers = [layer_from_config(d["type"], {k: v for k, v in d.items() if k != "type"}, dtype)
+                  for d in cfg["layers"]]
+        return cls(layers, dtype=dtype)
+
+    def astype(self, dtype) -> "Sequential":
+        """A copy of this model with parameters in ``dtype`` (float64 for gradient checks)."""
+        clone = Sequential.from_config({**self.config(), "dtype": _as_dtype(dtype).name})
+        clone.load_state_dict(self.state_dict())
+        return clone
+
+    def summary(self, input_shape) -> str:
+        """A table of layers, output shapes and parameter counts for an input (C, H, W)."""
+        lines, shape = [f"{'layer':<14}{'output shape':<18}{'params':>10}"], tuple(input_shape)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+            n = sum(int(v.size) for v in layer.params.values())
+            lines.append(f"{layer.name:<14}{str(shape):<18}{n:>10,}")
+        lines.append(f"{'total':<32}{self.num_parameters():>10,}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return "Sequential(\n" + "\n".join(f"  {layer!r}" for layer in self.layers) + "\n)"

@@ -1,0 +1,38 @@
+"""Shared fixtures and helpers for the test suite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minirobust.backend import gpu_available
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MINIROBUST_DATA") or REPO.parent / "shared" / "data")
+
+
+def tie_free(shape, seed=0, low=-1.0, high=1.0, dtype=np.float64):
+    """A shuffled linspace: every value distinct and none at exactly 0, so ReLU and
+    max-pool are never evaluated at a kink, and gradient checks are meaningful."""
+    n = int(np.prod(shape))
+    values = np.linspace(low, high, n)
+    values += (high - low) / (4 * max(n - 1, 1))  # shift off the grid so 0 is never hit
+    return np.random.default_rng(seed).permutation(values).reshape(shape).astype(dtype)
+
+
+def pytest_collection_modifyitems(config, items):
+    ok, reason = gpu_available()
+    if ok:
+        return
+    skip = pytest.mark.skip(reason=f"no GPU here: {reason}")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,80 @@
+"""The Numba tier equals the reference tier on randomised shapes (property tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minirobust import kernels
+from minirobust.errors import BackendError
+from minirobust.kernels import cpu, reference
+from minirobust.kernels.reference import output_size
+
+
+@st.composite
+def window_problems(draw):
+    KH, KW = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    SH, SW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    PH, PW = draw(st.integers(0, KH // 2)), draw(st.integers(0, KW // 2))
+    H = draw(st.integers(max(KH - 2 * PH, 1), 11))
+    W = draw(st.integers(max(KW - 2 * PW, 1), 11))
+    N, C = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return (N, C, H, W), (KH, KW, SH, SW, PH, PW), seed
+
+
+def _x(shape, seed, dtype=np.float32):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(window_problems())
+def test_im2col_col2im_match(problem):
+    shape, win, seed = problem
+    x = _x(shape, seed)
+    cols_ref = reference.im2col(x, *win)
+    np.testing.assert_array_equal(cpu.im2col(x, *win), cols_ref)  # pure copies: exactly equal
+    g = _x(cols_ref.shape, seed + 1)
+    np.testing.assert_allclose(cpu.col2im(g, shape, *win), reference.col2im(g, shape, *win), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(window_problems())
+def test_maxpool_match(problem):
+    shape, win, seed = problem
+    x = _x(shape, seed)
+    y_ref, am_ref = reference.maxpool_forward(x, *win)
+    y, am = cpu.maxpool_forward(x, *win)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(am, am_ref)
+    dy = _x(y.shape, seed + 1)
+    np.testing.assert_allclose(cpu.maxpool_backward(dy, am, shape, *win),
+                               reference.maxpool_backward(dy, am_ref, shape, *win), rtol=1e-5, atol=1e-5)
+
+
+def test_col2im_is_adjoint_of_im2col():
+    # <im2col(x), g> == <x, col2im(g)>: the defining property of a correct backward
+    shape, win = (2, 3, 7, 8), (3, 3, 2, 1, 1, 1)
+    x, rng = _x(shape, 0, np.float64), np.random.default_rng(1)
+    for tier in (reference, cpu):
+        cols = tier.im2col(x, *win)
+        g = rng.standard_normal(cols.shape)
+        assert np.isclose((cols * g).sum(), (x * tier.col2im(g, shape, *win)).sum())
+
+
+def test_output_size():
+    assert output_size(28, 5, 1, 0) == 24 and output_size(24, 3, 3, 0) == 8 and output_size(7, 3, 2, 1) == 4
+
+
+def test_policy_selects_tier():
+    with kernels.policy("never"):
+        assert kernels.get_op("im2col") is reference.im2col
+        assert set(kernels.describe().values()) == {"reference"}
+    with kernels.policy("always"):
+        assert kernels.get_op("im2col", np.zeros(1)) is cpu.im2col
+    with pytest.raises(BackendError, match="unknown kernel policy"):
+        kernels.set_policy("sometimes")
+    with pytest.raises(KeyError):
+        kernels.get_op("fft")

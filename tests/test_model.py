@@ -1,0 +1,141 @@
+"""Sequential: input gradient of a whole net, the paper's net, training, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minirobust import kernels, nets
+from minirobust.data import iterate_minibatches, separable_images
+from minirobust.errors import CheckpointError, InputError
+from minirobust.gradcheck import check_grad
+from minirobust.model import Sequential
+from minirobust.optim import SGD
+
+from .conftest import tie_free
+
+
+@pytest.mark.parametrize("pol", ["never", "always"])
+def test_whole_net_input_gradient_matches_finite_differences(pol):
+    model = nets.tiny_convnet(in_channels=2, size=9, classes=3, seed=0)  # conv-pool-conv-pool-dense-dense
+    x = tie_free((2, 2, 9, 9), low=0.0, high=1.0)
+    with kernels.policy(pol):
+        report = check_grad(model, x)
+    report.assert_ok(1e-6)
+    assert len(report.checks) == 1 + len(model.parameters())
+
+
+def test_loss_and_grads_input_gradient_matches_finite_differences():
+    model = nets.tiny_convnet(seed=3)
+    x, y = tie_free((3, 1, 8, 8), low=0.0, high=1.0), np.array([0, 2, 1])
+
+    class LossOfModel:  # the scalar loss as a function of x, for check_grad
+        params, grads = {}, {}
+
+        def forward(self, x):
+            return np.array(model.loss_and_grads(x, y)[0])
+
+        def backward(self, dy):
+            return model.loss_and_grads(x, y)[2] * dy
+
+    check_grad(LossOfModel(), x).assert_ok(1e-6)
+    # input_gradient (sum reduction, eval mode) is N times the mean-loss gradient
+    np.testing.assert_allclose(model.input_gradient(x, y), 3 * model.loss_and_grads(x, y)[2], rtol=1e-10)
+
+
+def test_paper_mnist_architecture():
+    model = nets.paper_mnist(seed=0)
+    assert model.num_parameters() == 105_506
+    kinds = [layer.kind for layer in model.layers]
+    assert kinds == ["normalize", "conv2d", "relu", "maxpool2d", "conv2d", "relu", "maxpool2d",
+                     "flatten", "dense", "relu", "dense"]
+    assert model.layers[3].kernel_size == (3, 3) and model.layers[3].stride == (3, 3)
+    x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    assert model.forward(x).shape == (2, 10)
+    assert "105,506" in model.summary((1, 28, 28))
+
+
+def test_same_seed_same_weights_and_float64_on_request():
+    a, b = nets.paper_mnist(seed=5), nets.paper_mnist(seed=5)
+    for k, v in a.parameters().items():
+        assert np.array_equal(v, b.parameters()[k]) and v.dtype == np.float32
+    c = nets.paper_mnist(seed=6)
+    assert not np.array_equal(a.parameters()["1_conv2d.W"], c.parameters()["1_conv2d.W"])
+    d = a.astype("float64")
+    assert all(v.dtype == np.float64 for v in d.parameters().values())
+    assert nets.paper_mnist(seed=5, dtype=np.float64).parameters()["8_dense.W"].dtype == np.float64
+
+
+def test_float32_end_to_end():
+    model = nets.paper_mnist(seed=0)
+    x = np.random.default_rng(0).random((3, 1, 28, 28))  # float64 input is cast, not promoted
+    loss, grads, dx = model.loss_and_grads(x, np.array([1, 2, 3]))
+    assert dx.dtype == np.float32 and all(g.dtype == np.float32 for g in grads.values())
+
+
+def test_paper_mnist_trains_on_separable_task():
+    x, y = separable_images(1500, seed=0)
+    xt, yt = separable_images(500, seed=1)
+    model = nets.paper_mnist(seed=0, mean=float(x.mean()), std=float(x.std()))
+    opt = SGD(model, lr=0.01, momentum=0.9)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        for xb, yb in iterate_minibatches(x, y, 50, rng=rng):
+            _, grads, _ = model.loss_and_grads(xb, yb)
+            opt.step(grads)
+    assert model.accuracy(xt, yt) > 0.95
+
+
+def test_backward_skipping_param_grads_gives_same_input_gradient():
+    model = nets.paper_mnist(seed=0)
+    x, y = np.random.default_rng(1).random((4, 1, 28, 28), dtype=np.float32), np.array([0, 1, 2, 3])
+    _, _, dx_full = model.loss_and_grads(x, y, reduction="sum", train=False)
+    for layer in model.layers:
+        layer.grads = {}
+    dx_only = model.input_gradient(x, y)
+    np.testing.assert_allclose(dx_only, dx_full, rtol=1e-6)
+    assert model.gradients() == {}  # nothing computed
+
+
+def test_input_gradient_defaults_to_predicted_labels():
+    model = nets.paper_mnist(seed=0)
+    x = np.random.default_rng(1).random((4, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_array_equal(model.input_gradient(x), model.input_gradient(x, model.predict(x)))
+
+
+def test_state_dict_round_trip_and_config():
+    model = nets.paper_mnist(seed=0)
+    clone = Sequential.from_config(model.config())
+    clone.load_state_dict(model.state_dict())
+    x = np.random.default_rng(1).random((2, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_array_equal(model.forward(x), clone.forward(x))
+    bad = model.state_dict()
+    bad["1_conv2d.W"] = bad["1_conv2d.W"][:, :, :3]
+    with pytest.raises(CheckpointError, match="shape"):
+        clone.load_state_dict(bad)
+    with pytest.raises(CheckpointError, match="missing"):
+        clone.load_state_dict({})
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((2, 3, 28, 28), dtype=np.float32), "channels"),
+    (np.zeros((2, 28, 28), dtype=np.float32), "4 axes"),
+    (np.zeros((2, 1, 28, 28), dtype=np.uint8), "dtype uint8"),
+    (np.full((2, 1, 28, 28), np.nan, dtype=np.float32), "NaN"),
+    (np.full((2, 1, 28, 28), np.inf, dtype=np.float32), "inf"),
+    (np.zeros((0, 1, 28, 28), dtype=np.float32), "empty batch"),
+])
+def test_bad_model_input(bad, match):
+    with pytest.raises(InputError, match=match):
+        nets.paper_mnist(seed=0).forward(bad)
+
+
+def test_bad_labels():
+    model = nets.paper_mnist(seed=0)
+    x = np.zeros((2, 1, 28, 28), dtype=np.float32)
+    with pytest.raises(InputError, match="out of range"):
+        model.loss_and_grads(x, np.array([0, 10]))
+    with pytest.raises(InputError, match="integers"):
+        model.loss_and_grads(x, np.array([0.0, 1.0]))
+    with pytest.raises(InputError, match=r"shape \(2,\)"):
+        model.loss_and_grads(x, np.array([0, 1, 2]))
