@@ -4,6 +4,10 @@
     minirobust demo                     train a small net and print its accuracy
     minirobust data fetch mnist         download and verify a dataset
     minirobust data info mnist          load a dataset and print its shapes and statistics
+    minirobust train --norm inf --eps 0.06 --epochs 10 --out runs/linf
+                                        Algorithm 1 (robust training); no --norm: plain training
+    minirobust attack --model runs/linf/model.npz --method pgd --norm inf --eps 0.1
+    minirobust evaluate --model runs/linf/model.npz --norm inf --eps-grid 0,0.05,0.1
 
 Every subcommand takes ``--backend cpu|gpu``. Bad flag values end in a one-line error
 (exit status 2), not a traceback.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import MinirobustError
 
@@ -69,6 +74,150 @@ def cmd_data(args):
     print(f"training mean {mean} std {std} (on the [0, 1] scale)")
 
 
+def _nonneg_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _norm(text):
+    from .robust.balls import parse_norm  # noqa: PLC0415
+
+    try:
+        parse_norm(text)
+    except MinirobustError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _eps_list(text):
+    return [_nonneg_float(t) for t in text.split(",") if t.strip()]
+
+
+def _load_arrays(args):
+    """(x_train, y_train, x_test, y_test, mean, std) as float32 host arrays in [0, 1]."""
+    from .data import dataset_stats, load_dataset, separable_images, to_float  # noqa: PLC0415
+
+    if args.dataset == "synthetic":
+        x, y = separable_images(args.n_train or 2000, seed=0)
+        xt, yt = separable_images(args.n_test or 500, seed=1)
+        return x, y, xt, yt, float(x.mean()), float(x.std())
+    d = load_dataset(args.dataset, args.data_dir)
+    mean, std = dataset_stats(d.x_train, per_channel=d.x_train.shape[1] > 1)
+    x, y = d.x_train[: args.n_train], d.y_train[: args.n_train]
+    xt, yt = d.x_test[: args.n_test], d.y_test[: args.n_test]
+    return to_float(x), y, to_float(xt), yt, mean, std
+
+
+def _add_dataset(p, default_n_test=None):
+    p.add_argument("--dataset", choices=("mnist", "cifar10", "synthetic"), default="mnist")
+    _add_data_dir(p)
+    p.add_argument("--n-train", type=_positive_int, default=None, help="use only the first N training images")
+    p.add_argument("--n-test", type=_positive_int, default=default_n_test, help="use only the first N test images")
+
+
+def cmd_train(args):
+    from . import nets  # noqa: PLC0415
+    from .robust import RobustTrainer, TrainConfig, robust_accuracy  # noqa: PLC0415
+
+    if args.net not in nets.NETS:
+        raise MinirobustError(f"unknown net {args.net!r}; known: {sorted(nets.NETS)}")
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                         decay=args.decay, weight_decay=args.weight_decay, norm=args.norm, eps=args.eps,
+                         ascent_steps=args.ascent_steps, alpha=args.alpha, clip=not args.no_clip, seed=args.seed)
+    config.validate()
+    x, y, xt, yt, mean, std = _load_arrays(args)
+    model = nets.NETS[args.net](seed=args.seed, mean=mean, std=std)
+    trainer = RobustTrainer(model, config, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+    trainer.fit(x, y)
+    print(f"test accuracy {100 * model.accuracy(xt, yt):.2f}% on {len(xt)} images")
+    if args.norm is not None and args.eps > 0:
+        r = robust_accuracy(model, xt, yt, args.norm, args.eps, method="fast")
+        print(f"fast-method l_{args.norm} accuracy at eps {args.eps:g}: {100 * r['robust_acc']:.2f}%")
+    if args.out:
+        print(f"model saved to {args.out}/model.npz")
+
+
+def _attack_kwargs(args):
+    if args.method == "pgd":
+        return dict(steps=args.steps, restarts=args.restarts, rng=args.seed)
+    return {}
+
+
+def cmd_attack(args):
+    from .checkpoint import load_model  # noqa: PLC0415
+    from .robust import ATTACKS, norm_stats  # noqa: PLC0415
+
+    model = load_model(args.model)
+    args.n_train = 1
+    _, _, xt, yt, _, _ = _load_arrays(args)
+    fn = ATTACKS[args.method]
+    bounds = None if args.no_clip else (0.0, 1.0)
+    kw = {"eps": args.eps, "bounds": bounds, "batch_size": 500, **_attack_kwargs(args)}
+    if args.method != "single-pixel":
+        kw["norm"] = args.norm
+    labels = None if args.predicted_labels else yt
+    res = fn(model, xt, labels, **kw)
+    acc = float(((model.predict(res.x_adv, 1000) == yt)).mean())
+    stats = norm_stats(res.norms)
+    print(f"{args.method} attack, eps {args.eps:g}: success rate {100 * res.success_rate:.2f}% on {len(xt)} images; "
+          f"accuracy under attack {100 * acc:.2f}%")
+    print("perturbation norms: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
+    if args.out:
+        import numpy as np  # noqa: PLC0415
+
+        np.savez_compressed(args.out, x_adv=res.x_adv, success=res.success, norms=res.norms, labels=res.labels)
+        print(f"adversarial batch saved to {args.out}")
+    if args.figure:
+        from .experiments.figures import plot_adversarial_grid  # noqa: PLC0415
+
+        ok = res.success.nonzero()[0][:8]
+        plot_adversarial_grid(xt[ok], res.x_adv[ok], model.predict(xt[ok]), model.predict(res.x_adv[ok]),
+                              args.figure, mark_changed=args.method == "single-pixel")
+        print(f"figure saved to {args.figure}")
+
+
+def cmd_evaluate(args):
+    import json  # noqa: PLC0415
+
+    from .checkpoint import load_model  # noqa: PLC0415
+    from .robust import AdversarialSet, accuracy_on_set, accuracy_vs_eps, full_range_check  # noqa: PLC0415
+
+    model = load_model(args.model)
+    args.n_train = 1
+    _, _, xt, yt, _, _ = _load_arrays(args)
+    report = {"model": str(args.model), "n": len(xt), "clean_acc": model.accuracy(xt, yt)}
+    print(f"clean accuracy {100 * report['clean_acc']:.2f}% on {len(xt)} images")
+    if args.eps_grid:
+        curve = accuracy_vs_eps(model, xt, yt, args.norm, args.eps_grid, method=args.method,
+                                **_attack_kwargs(args))
+        report["curve"] = {"norm": args.norm, "method": args.method, "points": curve}
+        for r in curve:
+            print(f"  {args.method} l_{args.norm} eps {r['eps']:<6g} robust acc {100 * r['robust_acc']:6.2f}%  "
+                  f"(on clean-correct {100 * r['robust_acc_on_clean_correct']:6.2f}%)")
+        if args.figure:
+            from .experiments.figures import plot_accuracy_vs_eps  # noqa: PLC0415
+
+            plot_accuracy_vs_eps({Path(args.model).parent.name or "model": [(r["eps"], r["robust_acc"]) for r in curve]},
+                                 args.figure, title=f"{args.method} l_{args.norm}")
+            print(f"figure saved to {args.figure}")
+    if args.adv_set:
+        report["adversarial_set"] = accuracy_on_set(model, AdversarialSet.load(args.adv_set))
+        print(f"accuracy on {args.adv_set}: {report['adversarial_set']}")
+    if args.masking_check:
+        report["full_range_check"] = full_range_check(model, xt, yt)
+        r = report["full_range_check"]
+        print(f"fast l_inf at eps 1: accuracy {100 * r['robust_acc']:.2f}% "
+              f"({'SUSPICIOUS: possible gradient masking' if r['suspicious'] else 'ok: at or below chance'})")
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+        print(f"report saved to {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minirobust", description=__doc__.split("\n")[0].strip())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -95,6 +244,59 @@ def build_parser() -> argparse.ArgumentParser:
                         "canonical sources; repeat for mirrors")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing files")
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train a net, plainly or robustly (Algorithm 1)")
+    _add_common(p)
+    _add_dataset(p)
+    p.add_argument("--net", default="paper-mnist", help="architecture: paper-mnist | large-mnist")
+    p.add_argument("--norm", type=_norm, default=None, help="uncertainty set: inf, 2, 1 or any p >= 1 "
+                   "(omit for plain training)")
+    p.add_argument("--eps", type=_nonneg_float, default=0.0, help="radius of the ball, in [0, 1] pixel units")
+    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--batch-size", type=_positive_int, default=100)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--decay", type=_nonneg_float, default=5e-6, help="per-step lr decay: lr / (1 + t*decay)")
+    p.add_argument("--weight-decay", type=_nonneg_float, default=2e-3)
+    p.add_argument("--ascent-steps", type=_positive_int, default=1, help="projected ascent steps per batch")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="Goodfellow's objective alpha*J(x) + (1-alpha)*J(x'); default: J(x') only")
+    p.add_argument("--no-clip", action="store_true", help="do not clip x' to [0, 1] (the paper's setting)")
+    p.add_argument("--out", default=None, help="run folder: checkpoint.npz, metrics.jsonl, model.npz")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("attack", help="attack a saved model on test images")
+    _add_common(p)
+    _add_dataset(p, default_n_test=1000)
+    p.add_argument("--model", required=True, help="a model.npz or checkpoint.npz")
+    p.add_argument("--method", choices=("fast", "pgd", "single-pixel"), default="fast")
+    p.add_argument("--norm", type=_norm, default="inf")
+    p.add_argument("--eps", type=_nonneg_float, default=0.1)
+    p.add_argument("--steps", type=_positive_int, default=10, help="PGD steps")
+    p.add_argument("--restarts", type=_positive_int, default=1, help="PGD restarts")
+    p.add_argument("--no-clip", action="store_true", help="do not clip to [0, 1]")
+    p.add_argument("--predicted-labels", action="store_true",
+                   help="attack the model's predictions instead of the true labels")
+    p.add_argument("--out", default=None, help="save the adversarial batch (.npz)")
+    p.add_argument("--figure", default=None, help="save a PNG grid of clean vs adversarial images")
+    p.set_defaults(func=cmd_attack)
+
+    p = sub.add_parser("evaluate", help="clean accuracy, accuracy-vs-eps curves, adversarial sets")
+    _add_common(p)
+    _add_dataset(p)
+    p.add_argument("--model", required=True)
+    p.add_argument("--norm", type=_norm, default="inf")
+    p.add_argument("--eps-grid", type=_eps_list, default=None, help="comma-separated eps values")
+    p.add_argument("--method", choices=("fast", "pgd"), default="fast")
+    p.add_argument("--steps", type=_positive_int, default=10)
+    p.add_argument("--restarts", type=_positive_int, default=1)
+    p.add_argument("--adv-set", default=None, help="an adversarial set (.npz) to score the model on")
+    p.add_argument("--masking-check", action="store_true", help="fast l_inf at eps 1 should give chance accuracy")
+    p.add_argument("--figure", default=None, help="save the accuracy-vs-eps curve as PNG")
+    p.add_argument("--out", default=None, help="save the report as JSON")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -1,0 +1,170 @@
+"""Evaluation: clean and adversarial accuracy, AMNIST-style adversarial sets, curves.
+
+Two denominators, both reported:
+* robust accuracy over ALL points (RobustBench's convention): an example counts only if it
+  is classified correctly clean AND still correctly after the attack; clean mistakes count
+  as failures;
+* accuracy over the clean-correct points only (the denominator the paper's adversarial
+  sets use).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..backend import to_host
+from ..errors import DataError, InputError
+from .attacks import fast_method, pgd
+from .balls import parse_norm
+
+
+def accuracy(model, x, y, batch_size=1000) -> float:
+    return model.accuracy(x, y, batch_size)
+
+
+def _attack(model, x, y, norm, eps, method, **kw):
+    if method == "fast":
+        return fast_method(model, x, y, norm=norm, eps=eps, **kw)
+    if method == "pgd":
+        return pgd(model, x, y, norm=norm, eps=eps, **kw)
+    raise InputError(f"unknown attack method {method!r}: 'fast' or 'pgd'")
+
+
+def robust_accuracy(model, x, y, norm, eps, method="fast", batch_size=500, **kw) -> dict:
+    """Accuracy under attack, with labels = the TRUE labels (an evaluation, not an attack
+    on predictions). Returns {'robust_acc' (over all), 'clean_acc', 'robust_acc_on_clean_correct'}."""
+    clean_ok = np.zeros(len(x), bool)
+    robust_ok = np.zeros(len(x), bool)
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        ok = to_host(model.predict(xb)) == to_host(yb)
+        res = _attack(model, xb, yb, norm, eps, method, **kw)
+        clean_ok[i : i + batch_size] = ok
+        robust_ok[i : i + batch_size] = ok & ~to_host(res.success)
+    n_clean = int(clean_ok.sum())
+    return {"eps": float(eps), "clean_acc": float(clean_ok.mean()), "robust_acc": float(robust_ok.mean()),
+            "robust_acc_on_clean_correct": float(robust_ok.sum() / n_clean) if n_clean else 0.0,
+            "n": int(len(x)), "n_clean_correct": n_clean}
+
+
+def accuracy_vs_eps(model, x, y, norm, eps_list, method="fast", **kw) -> list:
+    """robust_accuracy at each eps (one attack per eps: smaller eps is not a prefix of larger)."""
+    return [robust_accuracy(model, x, y, norm, e, method=method, **kw) for e in eps_list]
+
+
+def norm_stats(norms) -> dict:
+    """Summary of perturbation norms (N,): mean, median, min, max."""
+    n = np.asarray(to_host(norms), dtype=np.float64)
+    if n.size == 0:
+        return {"count": 0}
+    return {"count": int(n.size), "mean": float(n.mean()), "median": float(np.median(n)),
+            "min": float(n.min()), "max": float(n.max())}
+
+
+def full_range_check(model, x, y, batch_size=500) -> dict:
+    """Gradient-masking guard: the fast l_inf method with eps = 1 (the whole [0, 1] range)
+    should drive accuracy to chance or below. A model that keeps high accuracy here is
+    probably hiding its gradient, not robust."""
+    r = robust_accuracy(model, x, y, "inf", 1.0, method="fast", batch_size=batch_size)
+    classes = int(to_host(y).max()) + 1
+    r["chance"] = 1.0 / max(classes, 2)
+    r["suspicious"] = bool(r["robust_acc"] > 2 * r["chance"])
+    return r
+
+
+# ----- adversarial sets (AMNIST / ACIFAR) -------------------------------------------------------
+
+@dataclass
+class AdversarialSet:
+    """Adversarial examples of a baseline, each with the norm and eps that made it."""
+
+    x: np.ndarray  # (M, C, H, W) float32 in [0, 1]
+    y: np.ndarray  # (M,) true labels
+    source: np.ndarray  # (M,) index of the clean test image it came from
+    norm: np.ndarray  # (M,) '<U3' norm name ("inf", "2", "1")
+    eps: np.ndarray  # (M,) the smallest eps on the grid that fooled the baseline
+    info: dict = field(default_factory=dict)
+
+    def __len__(self):
+        return len(self.y)
+
+    def part(self, norm: str) -> "AdversarialSet":
+        keep = self.norm == norm
+        return AdversarialSet(self.x[keep], self.y[keep], self.source[keep], self.norm[keep], self.eps[keep])
+
+    def counts(self) -> dict:
+        names, counts = np.unique(self.norm, return_counts=True)
+        return {str(k): int(v) for k, v in zip(names, counts)}
+
+    def save(self, path):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, x=self.x, y=self.y, source=self.source, norm=self.norm, eps=self.eps)
+
+    @classmethod
+    def load(cls, path) -> "AdversarialSet":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(z["x"], z["y"], z["source"], z["norm"], z["eps"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataError(f"{path}: not an adversarial set ({exc})") from exc
+
+
+def adversarial_set(baseline, x, y, eps_grid: dict, method="fast", batch_size=500, bounds=(0.0, 1.0),
+                    **attack_kw) -> AdversarialSet:
+    """The paper's AMNIST / ACIFAR construction.
+
+    From the test points the baseline classifies correctly, for each norm in ``eps_grid``
+    (e.g. {"inf": [...], "2": [...], "1": [...]}) and each image, take the smallest eps on
+    the grid whose attack (against the true label) fools the baseline; keep only those.
+    The baseline scores 0% on the result by construction. Host arrays in, host arrays out.
+    """
+    correct = np.flatnonzero(to_host(baseline.predict(x, 1000)) == to_host(y))
+    xs, ys, srcs, norms, epss = [], [], [], [], []
+    for norm, grid in eps_grid.items():
+        name = _norm_label(norm)
+        remaining = correct.copy()
+        for eps in sorted(float(e) for e in grid):
+            if remaining.size == 0:
+                break
+            fooled_now = []
+            for i in range(0, remaining.size, batch_size):
+                idx = remaining[i : i + batch_size]
+                res = _attack(baseline, x[idx], y[idx], norm, eps, method, bounds=bounds, **attack_kw)
+                ok = to_host(res.success)
+                if ok.any():
+                    xs.append(to_host(res.x_adv)[ok])
+                    ys.append(to_host(y[idx])[ok])
+                    srcs.append(idx[ok])
+                    norms.append(np.full(int(ok.sum()), name, dtype="<U3"))
+                    epss.append(np.full(int(ok.sum()), eps, dtype=np.float32))
+                    fooled_now.append(idx[ok])
+            if fooled_now:
+                remaining = np.setdiff1d(remaining, np.concatenate(fooled_now))
+    if not xs:
+        shape = (0,) + tuple(x.shape[1:])
+        return AdversarialSet(np.zeros(shape, np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                              np.zeros(0, "<U3"), np.zeros(0, np.float32))
+    return AdversarialSet(np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64),
+                          np.concatenate(srcs).astype(np.int64), np.concatenate(norms), np.concatenate(epss),
+                          info={"n_clean_correct": int(correct.size), "method": method})
+
+
+def _norm_label(norm) -> str:
+    p = parse_norm(norm)
+    return "inf" if np.isinf(p) else str(int(p)) if float(p).is_integer() else str(p)[:3]
+
+
+def accuracy_on_set(model, aset: AdversarialSet) -> dict:
+    """Accuracy of ``model`` on an adversarial set: overall and per part (norm)."""
+    if len(aset) == 0:
+        return {"overall": None}
+    ok = to_host(model.predict(aset.x, 1000)) == aset.y
+    out = {"overall": float(ok.mean()), "n": int(len(aset))}
+    for name in np.unique(aset.norm):
+        keep = aset.norm == name
+        out[f"l{name}"] = float(ok[keep].mean())
+    return out

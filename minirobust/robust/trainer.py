@@ -1,0 +1,223 @@
+"""Algorithm 1 of Shaham, Yamada & Negahban: robust optimization by alternating steps.
+
+For each minibatch (x, y):
+    1. ascent:  x' = x + argmax_{delta in U} <grad_x J(theta, x, y), delta>
+                (one steepest-ascent step, or k projected steps; a backward pass that
+                 skips parameter gradients, since only grad_x is needed)
+    2. descent: theta <- theta - lr * grad_theta J(theta, x', y)   (the perturbed batch only)
+
+``norm=None`` is plain training. ``alpha`` gives Goodfellow et al.'s objective
+alpha * J(x) + (1 - alpha) * J(x') as the special case it is (l_inf ball, one step).
+
+The trainer writes, to ``out_dir``: ``checkpoint.npz`` after every epoch (atomic),
+``metrics.jsonl`` (one JSON line per epoch) and ``model.npz`` at the end. ``resume=True``
+continues from the checkpoint with the same data order (the shuffling RNG state is saved).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import checkpoint
+from ..backend import get_xp
+from ..data.batches import iterate_minibatches
+from ..errors import InputError, TrainingError
+from ..losses import SoftmaxCrossEntropy
+from ..optim import SGD
+from .balls import Ball
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in checkpoints, checked on resume)."""
+
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 0.01
+    momentum: float = 0.9
+    decay: float = 5e-6  # lr_t = lr / (1 + t * decay)
+    weight_decay: float = 2e-3  # = Keras l2(1e-3), the authors' setting (see optim.py)
+    norm: str | None = None  # None: plain training; "inf", "2", "1", or any p >= 1
+    eps: float = 0.0  # radius of the uncertainty set, in [0, 1] pixel units
+    ascent_steps: int = 1  # 1: the paper's single step; k > 1: projected steps
+    ascent_step_size: float | None = None  # for k > 1 (default 2.5 * eps / k)
+    alpha: float | None = None  # Goodfellow's mix weight of the clean loss; None: perturbed only
+    clip: bool = True  # clip x' to the input bounds; False reproduces the paper's setting
+    bounds: tuple = (0.0, 1.0)
+    seed: int = 0
+
+    def validate(self):
+        if self.epochs < 0 or self.batch_size < 1:
+            raise InputError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
+        if self.norm is not None:
+            Ball(self.norm, self.eps)  # raises on an unknown norm or a bad eps
+        elif self.eps:
+            raise InputError("eps given without a norm: choose --norm inf|2|1 (or eps 0 for plain training)")
+        if self.ascent_steps < 1:
+            raise InputError(f"ascent_steps must be >= 1, got {self.ascent_steps}")
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
+            raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
+        return self
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["bounds"] = list(self.bounds)
+        return d
+
+
+class RobustTrainer:
+    """Runs Algorithm 1 (or plain training) on a model, with logs and checkpoints."""
+
+    def __init__(self, model, config: TrainConfig, out_dir=None, resume=False, log=print, progress=True):
+        self.model, self.config = model, config.validate()
+        self.ball = Ball(config.norm, config.eps) if config.norm is not None else None
+        self.optimizer = SGD(model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                             decay=config.decay)
+        self.rng = np.random.default_rng(config.seed)  # the data order
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.log, self.progress = log, progress
+        self.epoch, self.history = 0, []
+        if resume:
+            self._resume()
+
+    # ----- paths ---------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self):
+        return self.out_dir / "checkpoint.npz" if self.out_dir else None
+
+    @property
+    def metrics_path(self):
+        return self.out_dir / "metrics.jsonl" if self.out_dir else None
+
+    # ----- the two steps of Algorithm 1 ------------------------------------------------------------
+    def perturb(self, x, y):
+        """The ascent step: the worst-case x' in the uncertainty set (first order)."""
+        cfg, ball = self.config, self.ball
+        bounds = tuple(cfg.bounds) if cfg.clip else None
+        xp = get_xp(x)
+
+        def clip(z):
+            return z if bounds is None else xp.clip(z, bounds[0], bounds[1])
+
+        if cfg.ascent_steps == 1:
+            return clip(x + ball.steepest_ascent(self.model.input_gradient(x, y)))
+        step = cfg.ascent_step_size or 2.5 * ball.eps / cfg.ascent_steps
+        x_adv = x
+        for _ in range(cfg.ascent_steps):
+            x_adv = x_adv + ball.steepest_ascent(self.model.input_gradient(x_adv, y), eps=step)
+            x_adv = clip(x + ball.project(x_adv - x))
+        return x_adv
+
+    def descent_gradients(self, x, y):
+        """Loss, parameter gradients and the number of correct predictions on (x, y)."""
+        logits = self.model.forward(x, train=True)
+        loss_fn = SoftmaxCrossEntropy()
+        loss = float(loss_fn.forward(logits, y))
+        self.model.backward(loss_fn.backward(), param_grads=True)
+        return loss, self.model.gradients(), int((logits.argmax(axis=1) == y).sum())
+
+    def train_step(self, x, y):
+        """One minibatch: ascent on the inputs, then descent on the parameters.
+
+        Returns (loss, correct): the loss the step descended and how many examples of the
+        batch it used (the perturbed one) the model classified correctly before the step.
+        A non-finite loss returns before touching the parameters.
+        """
+        alpha = self.config.alpha
+        x_used = x if self.ball is None or self.ball.eps == 0 else self.perturb(x, y)
+        loss, grads, correct = self.descent_gradients(x_used, y)
+        if alpha is not None and x_used is not x:
+            clean_loss, clean_grads, _ = self.descent_gradients(x, y)
+            grads = {k: alpha * clean_grads[k] + (1 - alpha) * grads[k] for k in grads}
+            loss = alpha * clean_loss + (1 - alpha) * loss
+        if math.isfinite(loss):
+            self.optimizer.step(grads)
+        return loss, correct
+
+    # ----- epochs, logs, checkpoints ----------------------------------------------------------------
+    def fit(self, x, y, x_val=None, y_val=None):
+        """Train on host arrays x (N, ...) in [0, 1] and labels y until ``config.epochs``."""
+        cfg = self.config
+        n_batches = math.ceil(len(x) / cfg.batch_size)
+        while self.epoch < cfg.epochs:
+            t0 = time.perf_counter()
+            bar = _progress_bar(n_batches, f"epoch {self.epoch + 1}/{cfg.epochs}", self.progress)
+            losses, correct = [], 0
+            for i, (xb, yb) in enumerate(iterate_minibatches(x, y, cfg.batch_size, rng=self.rng)):
+                loss, n_ok = self.train_step(xb, yb)
+                if not math.isfinite(loss):
+                    if bar is not None:
+                        bar.close()
+                    where = f"{self.checkpoint_path} (epoch {self.epoch})" if self.out_dir else "none (no out_dir)"
+                    raise TrainingError(f"loss became {loss} at epoch {self.epoch + 1}, step {i + 1}: training "
+                                        f"stopped (try a smaller learning rate); last good checkpoint: {where}")
+                losses.append(loss)
+                correct += n_ok
+                if bar is not None:
+                    bar.update(1)
+                    if i % 20 == 0:
+                        bar.set_postfix(loss=f"{loss:.4f}", acc=f"{correct / ((i + 1) * cfg.batch_size):.3f}")
+            if bar is not None:
+                bar.close()
+            self.epoch += 1
+            record = {"epoch": self.epoch, "train_loss": float(np.mean(losses)), "train_acc": correct / len(x),
+                      "lr": self.optimizer.current_lr(), "seconds": time.perf_counter() - t0}
+            if x_val is not None:
+                record["val_acc"] = self.model.accuracy(x_val, y_val)
+            self.history.append(record)
+            self._save_checkpoint()
+            self._append_metrics(record)
+            self.log("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+        if self.out_dir:
+            checkpoint.save(self.out_dir / "model.npz", self.model, config=self.config.to_json(),
+                            epoch=self.epoch, history=self.history)
+        return self.history
+
+    def _save_checkpoint(self):
+        if not self.out_dir:
+            return
+        checkpoint.save(self.checkpoint_path, self.model, self.optimizer, config=self.config.to_json(),
+                        epoch=self.epoch, rng_state=self.rng.bit_generator.state, history=self.history)
+
+    def _append_metrics(self, record):
+        if not self.out_dir:
+            return
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _resume(self):
+        if not self.out_dir or not self.checkpoint_path.exists():
+            self.log("no checkpoint to resume from: starting from scratch")
+            return
+        ckpt = checkpoint.load(self.checkpoint_path)
+        saved = {k: v for k, v in ckpt.meta.get("config", {}).items() if k != "epochs"}
+        now = {k: v for k, v in self.config.to_json().items() if k != "epochs"}
+        if saved != now:
+            diff = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now) if saved.get(k) != now.get(k)}
+            raise InputError(f"cannot resume {self.checkpoint_path}: settings differ (saved, now): {diff}")
+        self.model.load_state_dict(ckpt.model.state_dict())
+        self.optimizer.load_state_arrays(ckpt.optimizer_arrays, ckpt.meta["optimizer"]["t"])
+        self.rng.bit_generator.state = ckpt.meta["rng_state"]
+        self.epoch, self.history = ckpt.epoch, list(ckpt.meta.get("history", []))
+        # metrics written after the checkpoint (a crash between the two) are dropped
+        if self.metrics_path.exists():
+            lines = [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= self.epoch]
+            self.metrics_path.write_text("".join(ln + "\n" for ln in kept))
+        self.log(f"resumed from {self.checkpoint_path} at epoch {self.epoch}")
+
+
+def _progress_bar(total, desc, enabled):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, desc=desc, leave=False, disable=None)
