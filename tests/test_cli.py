@@ -46,3 +46,104 @@ def test_data_info_and_fetch(tmp_path):
     assert out.returncode == 0 and "verified" in out.stdout
     out = run_cli("data", "info", "mnist", "--data-dir", str(tmp_path / "empty"), "--no-download", env=env)
     assert out.returncode == 2 and "MNIST files missing" in out.stderr and "Traceback" not in out.stderr
+
+
+# ----- train / attack / evaluate ------------------------------------------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+SYNTH = ["--dataset", "synthetic", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    res = run_cli("train", *SYNTH, "--n-train", "600", "--n-test", "200", "--norm", "inf", "--eps", "0.1",
+                  "--epochs", "2", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "test accuracy" in res.stdout and "fast-method l_inf accuracy at eps 0.1" in res.stdout
+    return out
+
+
+def test_train_writes_run_folder(trained_run):
+    names = sorted(p.name for p in trained_run.iterdir())
+    assert {"checkpoint.npz", "metrics.jsonl", "model.npz"} <= set(names)
+    lines = (trained_run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2]
+
+
+@pytest.mark.parametrize("method, extra", [("fast", ["--norm", "2", "--eps", "1.0"]),
+                                           ("pgd", ["--steps", "3"]),
+                                           ("single-pixel", ["--eps", "1.0"])])
+def test_attack(trained_run, tmp_path, method, extra):
+    fig = tmp_path / "grid.png"
+    res = run_cli("attack", *SYNTH[:2], "--model", str(trained_run / "model.npz"), "--method", method,
+                  "--n-test", "100", "--out", str(tmp_path / "adv.npz"), "--figure", str(fig), *extra)
+    assert res.returncode == 0, res.stderr
+    assert "success rate" in res.stdout and "perturbation norms" in res.stdout
+    with np.load(tmp_path / "adv.npz", allow_pickle=False) as z:
+        assert z["x_adv"].shape == (100, 1, 28, 28)
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate(trained_run, tmp_path):
+    res = run_cli("evaluate", *SYNTH[:2], "--model", str(trained_run / "model.npz"), "--n-test", "100",
+                  "--eps-grid", "0,0.05,0.1", "--masking-check", "--out", str(tmp_path / "e.json"),
+                  "--figure", str(tmp_path / "curve.png"))
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "e.json").read_text())
+    accs = [p["robust_acc"] for p in report["curve"]["points"]]
+    assert accs[0] == report["clean_acc"] and accs == sorted(accs, reverse=True)
+    assert "full_range_check" in report and (tmp_path / "curve.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--eps", "-0.1", "--norm", "inf"], "expected a finite number >= 0"),
+    (["train", "--norm", "l7x", "--eps", "0.1"], "unknown norm"),
+    (["train", "--eps", "0.1"], "eps given without a norm"),
+    (["train", "--data-dir", "/nonexistent/dir", "--epochs", "1"], "could not download"),
+    (["attack", "--model", "/nonexistent/model.npz", "--dataset", "synthetic"], "checkpoint not found"),
+    (["evaluate", "--model", "x.npz", "--eps-grid", "0,-1"], "expected a finite number >= 0"),
+])
+def test_bad_flags_are_one_line_errors(args, message, tmp_path):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "MINIROBUST_DATA": str(tmp_path / "nodata")}
+    if "could not download" in message:  # never reach the network: a closed local port
+        args = ["data", "fetch", "mnist", "--data-dir", str(tmp_path), "--url", "http://127.0.0.1:9/"]
+    res = run_cli(*args, env=env, timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
+    common = ["train", *SYNTH, "--n-train", "3000", "--n-test", "50", "--norm", "inf", "--eps", "0.1",
+              "--epochs", "3", "--batch-size", "50"]
+    full = run_cli(*common, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+    import subprocess
+    import sys
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "minirobust.cli", *common, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.4)  # well inside epoch 2 (an epoch takes seconds)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1  # killed mid-epoch 2
+    assert not (out / "model.npz").exists()
+    resumed = run_cli(*common, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    from minirobust import checkpoint
+
+    a = checkpoint.load(tmp_path / "full" / "model.npz").model.parameters()
+    b = checkpoint.load(out / "model.npz").model.parameters()
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7)

@@ -86,4 +86,4 @@ def download_verified(urls, dest, sha256: str, checksum_of: str = "uncompressed"
         finally:
             if os.path.exists(part):
                 os.unlink(part)  # never leave a partial or unverified file behind
-    raise DataError(f"could not download {dest.name}:\n  " + "\n  ".join(failures))
+    raise DataError(f"could not download {dest.name}: " + "; ".join(failures))

@@ -1,0 +1,146 @@
+"""Algorithm 1: the ascent step, the special cases, robustness gained, NaN handling."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from minirobust import checkpoint, nets
+from minirobust.data import separable_images
+from minirobust.errors import InputError, TrainingError
+from minirobust.robust import Ball, RobustTrainer, TrainConfig, per_example_loss, robust_accuracy
+
+from .helpers import mnist_arrays, test_batch, train_mnist, trained_baseline
+
+
+def _quiet(model, **cfg):
+    return RobustTrainer(model, TrainConfig(**cfg), log=lambda *_: None, progress=False)
+
+
+@pytest.mark.parametrize("norm, eps", [("inf", 0.1), ("2", 1.5), ("1", 2.0)])
+@pytest.mark.parametrize("steps", [1, 5])
+def test_ascent_step_stays_in_ball_and_raises_loss(norm, eps, steps):
+    model = trained_baseline()
+    x, y = test_batch(200)
+    trainer = _quiet(model, norm=norm, eps=eps, ascent_steps=steps)
+    before = {k: v.copy() for k, v in model.parameters().items()}
+    x_adv = trainer.perturb(x, y)
+    assert np.all(Ball(norm, eps).contains(x_adv - x, tol=1e-5))
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (per_example_loss(model, x_adv, y) > per_example_loss(model, x, y)).mean() >= 0.95
+    assert all(np.array_equal(v, before[k]) for k, v in model.parameters().items())  # ... and changes none
+
+
+def test_ascent_skips_parameter_gradients(monkeypatch):
+    model = nets.paper_mnist(seed=0)
+    calls = []
+    original = model.backward
+    monkeypatch.setattr(model, "backward", lambda dy, param_grads=True: calls.append(param_grads) or original(dy, param_grads))
+    trainer = _quiet(model, norm="inf", eps=0.1)
+    x, y = separable_images(20)
+    trainer.train_step(x, y)
+    assert calls == [False, True]  # ascent: input gradient only; descent: parameter gradients
+
+
+def _train_params(x, y, **cfg):
+    model = nets.paper_mnist(seed=0)
+    _quiet(model, epochs=1, batch_size=50, **cfg).fit(x, y)
+    return model.parameters()
+
+
+def test_goodfellow_objective_special_cases():
+    x, y = separable_images(300, seed=3)
+    plain = _train_params(x, y)
+    mixed_clean = _train_params(x, y, norm="inf", eps=0.1, alpha=1.0)  # all weight on J(x)
+    robust = _train_params(x, y, norm="inf", eps=0.1)
+    mixed_adv = _train_params(x, y, norm="inf", eps=0.1, alpha=0.0)  # all weight on J(x')
+    half = _train_params(x, y, norm="inf", eps=0.1, alpha=0.5)
+    for k in plain:
+        np.testing.assert_allclose(mixed_clean[k], plain[k], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(mixed_adv[k], robust[k], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(half["1_conv2d.W"], plain["1_conv2d.W"], atol=1e-4)
+    assert not np.allclose(half["1_conv2d.W"], robust["1_conv2d.W"], atol=1e-4)
+
+
+def test_eps_zero_is_plain_training():
+    x, y = separable_images(200, seed=4)
+    plain, zero = _train_params(x, y), _train_params(x, y, norm="inf", eps=0.0)
+    for k in plain:
+        np.testing.assert_array_equal(zero[k], plain[k])
+
+
+def test_robust_training_beats_plain_on_real_mnist():
+    _, _, xt, yt, _, _ = mnist_arrays()
+    xt, yt = xt[:1000], yt[:1000]
+    eps = 0.2  # measured: fast-method accuracy 34% plain vs 56% robust (6,000 images, 2 epochs)
+    plain = train_mnist(n_train=6000, epochs=2)
+    robust = train_mnist(n_train=6000, epochs=2, norm="inf", eps=eps)
+    r_plain = robust_accuracy(plain, xt, yt, "inf", eps)
+    r_robust = robust_accuracy(robust, xt, yt, "inf", eps)
+    assert r_robust["robust_acc"] > r_plain["robust_acc"] + 0.1, (r_plain, r_robust)
+    assert r_robust["clean_acc"] > 0.85
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, monkeypatch):
+    x, y = separable_images(200, seed=5)
+    model = nets.paper_mnist(seed=0)
+    trainer = RobustTrainer(model, TrainConfig(epochs=3, batch_size=50), out_dir=tmp_path, log=lambda *_: None,
+                            progress=False)
+    original = trainer.descent_gradients
+    state = {"calls": 0}
+
+    def poisoned(xb, yb):
+        state["calls"] += 1
+        loss, grads, correct = original(xb, yb)
+        return (float("nan") if state["calls"] == 6 else loss), grads, correct  # 2nd step of epoch 2
+
+    monkeypatch.setattr(trainer, "descent_gradients", poisoned)
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, step 2.*checkpoint.npz \(epoch 1\)"):
+        trainer.fit(x, y)
+    ckpt = checkpoint.load(tmp_path / "checkpoint.npz")
+    assert ckpt.epoch == 1 and len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+    after_epoch1 = ckpt.model.parameters()
+    assert all(np.isfinite(v).all() for v in after_epoch1.values())
+    assert not (tmp_path / "model.npz").exists()
+
+
+def test_resume_gives_the_same_parameters(tmp_path):
+    x, y = separable_images(300, seed=6)
+    cfg = dict(epochs=3, batch_size=50, norm="2", eps=1.0)
+    full = nets.paper_mnist(seed=0)
+    RobustTrainer(full, TrainConfig(**cfg), out_dir=tmp_path / "full", log=lambda *_: None, progress=False).fit(x, y)
+    part = nets.paper_mnist(seed=0)
+    RobustTrainer(part, TrainConfig(**{**cfg, "epochs": 1}), out_dir=tmp_path / "part", log=lambda *_: None,
+                  progress=False).fit(x, y)
+    resumed = nets.paper_mnist(seed=99)  # different weights: they must come from the checkpoint
+    trainer = RobustTrainer(resumed, TrainConfig(**cfg), out_dir=tmp_path / "part", resume=True,
+                            log=lambda *_: None, progress=False)
+    assert trainer.epoch == 1
+    trainer.fit(x, y)
+    for k, v in full.parameters().items():
+        np.testing.assert_allclose(resumed.parameters()[k], v, rtol=1e-6, atol=1e-7)
+    epochs = [json.loads(ln)["epoch"] for ln in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+    with pytest.raises(InputError, match="settings differ"):
+        RobustTrainer(nets.paper_mnist(), TrainConfig(**{**cfg, "eps": 2.0}), out_dir=tmp_path / "part",
+                      resume=True, log=lambda *_: None)
+
+
+def test_config_errors():
+    for bad, match in [(dict(norm="inf", eps=-1), "eps"), (dict(norm="3x", eps=1), "unknown norm"),
+                       (dict(eps=0.1), "without a norm"), (dict(alpha=2.0), "alpha"),
+                       (dict(ascent_steps=0, norm="inf", eps=0.1), "ascent_steps")]:
+        with pytest.raises(InputError, match=match):
+            TrainConfig(**bad).validate()
+
+
+def test_trainer_history_and_metrics(tmp_path):
+    x, y = separable_images(200, seed=7)
+    model = nets.paper_mnist(seed=0)
+    hist = RobustTrainer(model, TrainConfig(epochs=2, batch_size=50, norm="inf", eps=0.05), out_dir=tmp_path,
+                         log=lambda *_: None, progress=False).fit(x, y, x[:50], y[:50])
+    assert [h["epoch"] for h in hist] == [1, 2]
+    assert {"train_loss", "train_acc", "lr", "seconds", "val_acc"} <= set(hist[0])
+    assert checkpoint.load(tmp_path / "model.npz").meta["config"]["norm"] == "inf"
