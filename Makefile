@@ -6,7 +6,7 @@ PY      = $(VENV)/bin/python
 MINIROBUST_DATA ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shared/data),)
 export MINIROBUST_DATA
 
-.PHONY: venv test test-all demo info bench clean
+.PHONY: venv test test-all demo info reproduce reproduce-quick bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ test-all: venv             ## every test, slow ones included
 
 demo: venv                 ## train a small net and print its accuracy
 	$(VENV)/bin/minirobust demo
+
+reproduce: venv           ## the paper's MNIST experiment end to end -> results/mnist/
+	$(VENV)/bin/minirobust reproduce mnist $(ARGS)
+
+reproduce-quick: venv     ## the same on a subset, one epoch (about 1.5 minutes)
+	$(VENV)/bin/minirobust reproduce mnist --quick $(ARGS)
 
 info: venv
 	$(VENV)/bin/minirobust info

@@ -218,6 +218,19 @@ def cmd_evaluate(args):
         print(f"report saved to {args.out}")
 
 
+def cmd_reproduce(args):
+    from .experiments.mnist import QUICK, MnistReproduction, Settings  # noqa: PLC0415
+
+    opts = dict(QUICK) if args.quick else {}
+    for key in ("epochs", "n_train", "n_test"):
+        if getattr(args, key) is not None:
+            opts[key] = getattr(args, key)
+    settings = Settings(seed=args.seed, clip=not args.no_clip, quick=args.quick, **opts)
+    MnistReproduction(settings, results_dir=args.results_dir or ("results/mnist-quick" if args.quick else "results/mnist"),
+                      runs_dir=args.runs_dir or ("runs/mnist-quick" if args.quick else "runs/mnist"),
+                      data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress).run()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minirobust", description=__doc__.split("\n")[0].strip())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -297,6 +310,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", default=None, help="save the accuracy-vs-eps curve as PNG")
     p.add_argument("--out", default=None, help="save the report as JSON")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("reproduce", help="run the paper's experiment end to end (Table 1, AMNIST, curves, figures)")
+    _add_common(p)
+    p.add_argument("experiment", choices=("mnist",))
+    _add_data_dir(p)
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="epochs per net (default 20: about 45 minutes on 2 cores; the authors ran 120)")
+    p.add_argument("--quick", action="store_true", help="10,000 training images, 1 epoch, 2,000 test images")
+    p.add_argument("--n-train", type=_positive_int, default=None)
+    p.add_argument("--n-test", type=_positive_int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue a stopped run; finished nets are kept")
+    p.add_argument("--no-clip", action="store_true", help="do not clip adversarial inputs to [0, 1]")
+    p.add_argument("--results-dir", default=None, help="default results/mnist (results/mnist-quick with --quick)")
+    p.add_argument("--runs-dir", default=None, help="checkpoints; default runs/mnist (runs/mnist-quick)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
     return parser
 
 

@@ -107,8 +107,26 @@ def fast_method(model, x, y=None, norm="inf", eps=0.1, bounds=(0.0, 1.0), target
             return (xc.copy(),)
         return (_clip(xc + ball.steepest_ascent(_ascent_gradient(model, xc, yc, targeted)), bounds),)
 
+
     (x_adv,) = _batched(one, x, y, batch_size)
     return AttackResult(x_adv, _success(model, x_adv, y, targeted), lp_norm(x_adv - x, ball.p), y)
+
+
+def fast_method_sweep(model, x, y=None, norm="inf", eps_list=(0.1,), bounds=(0.0, 1.0), targeted=False):
+    """``fast_method`` at every eps of ``eps_list``, from ONE gradient.
+
+    The fast method's direction (sign(g), g/||g||_2, the top coordinate) does not depend on
+    eps, so a sweep over eps costs one backward pass plus one forward pass per eps. Yields
+    (eps, AttackResult) equal to ``fast_method(..., eps=eps)``.
+    """
+    _check_inputs(x, bounds)
+    y = _labels(model, x, y)
+    unit = Ball(norm, 1.0).steepest_ascent(_ascent_gradient(model, x, y, targeted))
+    p = Ball(norm, 1.0).p
+    for eps in eps_list:
+        Ball(norm, eps)  # validates eps
+        x_adv = x.copy() if eps == 0 else _clip(x + unit * x.dtype.type(eps), bounds)
+        yield eps, AttackResult(x_adv, _success(model, x_adv, y, targeted), lp_norm(x_adv - x, p), y)
 
 
 # ----- projected gradient descent (iterative) -----------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..backend import to_host
 from ..errors import DataError, InputError
-from .attacks import fast_method, pgd
+from .attacks import fast_method, fast_method_sweep, pgd
 from .balls import parse_norm
 
 
@@ -50,9 +50,24 @@ def robust_accuracy(model, x, y, norm, eps, method="fast", batch_size=500, **kw)
             "n": int(len(x)), "n_clean_correct": n_clean}
 
 
-def accuracy_vs_eps(model, x, y, norm, eps_list, method="fast", **kw) -> list:
-    """robust_accuracy at each eps (one attack per eps: smaller eps is not a prefix of larger)."""
-    return [robust_accuracy(model, x, y, norm, e, method=method, **kw) for e in eps_list]
+def accuracy_vs_eps(model, x, y, norm, eps_list, method="fast", batch_size=500, **kw) -> list:
+    """``robust_accuracy`` at each eps. The fast method's direction does not depend on eps,
+    so its sweep reuses one gradient per batch; PGD runs one attack per eps."""
+    if method != "fast":
+        return [robust_accuracy(model, x, y, norm, e, method=method, batch_size=batch_size, **kw) for e in eps_list]
+    eps_list = [float(e) for e in eps_list]
+    clean_ok = np.zeros(len(x), bool)
+    robust_ok = np.zeros((len(eps_list), len(x)), bool)
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        ok = to_host(model.predict(xb)) == to_host(yb)
+        clean_ok[i : i + batch_size] = ok
+        for j, (_, res) in enumerate(fast_method_sweep(model, xb, yb, norm, eps_list, **kw)):
+            robust_ok[j, i : i + batch_size] = ok & ~to_host(res.success)
+    n_clean = int(clean_ok.sum())
+    return [{"eps": e, "clean_acc": float(clean_ok.mean()), "robust_acc": float(robust_ok[j].mean()),
+             "robust_acc_on_clean_correct": float(robust_ok[j].sum() / n_clean) if n_clean else 0.0,
+             "n": int(len(x)), "n_clean_correct": n_clean} for j, e in enumerate(eps_list)]
 
 
 def norm_stats(norms) -> dict:
@@ -124,26 +139,31 @@ def adversarial_set(baseline, x, y, eps_grid: dict, method="fast", batch_size=50
     """
     correct = np.flatnonzero(to_host(baseline.predict(x, 1000)) == to_host(y))
     xs, ys, srcs, norms, epss = [], [], [], [], []
+
+    def keep(x_adv, idx, name, eps):
+        xs.append(to_host(x_adv))
+        ys.append(to_host(y[idx]))
+        srcs.append(idx)
+        norms.append(np.full(len(idx), name, dtype="<U3"))
+        epss.append(np.full(len(idx), eps, dtype=np.float32))
+
     for norm, grid in eps_grid.items():
-        name = _norm_label(norm)
-        remaining = correct.copy()
-        for eps in sorted(float(e) for e in grid):
-            if remaining.size == 0:
-                break
-            fooled_now = []
-            for i in range(0, remaining.size, batch_size):
-                idx = remaining[i : i + batch_size]
-                res = _attack(baseline, x[idx], y[idx], norm, eps, method, bounds=bounds, **attack_kw)
-                ok = to_host(res.success)
-                if ok.any():
-                    xs.append(to_host(res.x_adv)[ok])
-                    ys.append(to_host(y[idx])[ok])
-                    srcs.append(idx[ok])
-                    norms.append(np.full(int(ok.sum()), name, dtype="<U3"))
-                    epss.append(np.full(int(ok.sum()), eps, dtype=np.float32))
-                    fooled_now.append(idx[ok])
-            if fooled_now:
-                remaining = np.setdiff1d(remaining, np.concatenate(fooled_now))
+        name, grid = _norm_label(norm), sorted(float(e) for e in grid)
+        for i in range(0, correct.size, batch_size):
+            idx = correct[i : i + batch_size]
+            done = np.zeros(idx.size, bool)
+            if method == "fast":  # one gradient per batch serves the whole grid
+                sweep = fast_method_sweep(baseline, x[idx], y[idx], norm, grid, bounds=bounds, **attack_kw)
+            else:
+                sweep = ((e, _attack(baseline, x[idx], y[idx], norm, e, method, bounds=bounds, **attack_kw))
+                         for e in grid)
+            for eps, res in sweep:
+                new = to_host(res.success) & ~done  # the smallest eps on the grid that fools it
+                if new.any():
+                    keep(to_host(res.x_adv)[new], idx[new], name, eps)
+                    done |= new
+                if done.all():
+                    break
     if not xs:
         shape = (0,) + tuple(x.shape[1:])
         return AdversarialSet(np.zeros(shape, np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64),

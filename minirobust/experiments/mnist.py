@@ -1,0 +1,292 @@
+"""The paper's MNIST experiment, end to end: ``minirobust reproduce mnist``.
+
+Stages (each shows progress, each writes into ``results_dir``):
+  1. train the baseline and the l_inf, l_2, l_1 robust nets (Algorithm 1, one ascent step)
+     with the authors' settings; checkpoints in ``runs_dir/<net>/`` so a stopped run resumes
+     and finished nets are not retrained;
+  2. build AMNIST: adversarial examples of the baseline from the test images it classifies
+     correctly, with the fast method for each norm at the SMALLEST eps of a fixed grid that
+     fools it (the paper does not state its eps; the grid is in ``AMNIST_GRIDS``);
+  3. Table 1: clean test accuracy and AMNIST accuracy (overall and per part) of every net;
+  4. accuracy under the fast method against a grid of eps, for each norm (over ALL test
+     points, RobustBench style), and a figure per norm;
+  5. beyond the paper: PGD (l_inf, 40 steps, random start) at the training eps and twice it,
+     the gradient-masking guard (fast l_inf at eps = 1), time per epoch plain vs robust;
+  6. figures of single-pixel (l_1) adversarial examples that fool the baseline, and of AMNIST.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__, checkpoint, nets
+from ..data import dataset_stats, load_mnist, to_float
+from ..robust import (
+    RobustTrainer,
+    TrainConfig,
+    accuracy_on_set,
+    accuracy_vs_eps,
+    adversarial_set,
+    full_range_check,
+    robust_accuracy,
+    single_pixel,
+)
+
+MNIST_STD_PIXEL = 0.3081  # the authors' radii are in standardised units: eps_pixel = eps_std * std
+
+# name -> (norm, eps in standardised units as published)
+ROBUST_NETS = {"baseline": (None, 0.0), "linf": ("inf", 0.2), "l2": ("2", 2.0), "l1": ("1", 2.0)}
+
+# Authors' settings (paper + their code): SGD lr 0.01, momentum 0.9, per-step decay 5e-6,
+# Keras l2(1e-3) weight decay (= 2e-3 in our gradient convention), batch 100, 120 epochs.
+PAPER_TRAINING = dict(lr=0.01, momentum=0.9, decay=5e-6, weight_decay=2e-3, batch_size=100)
+PAPER_EPOCHS = 120
+PAPER_CLEAN = {"baseline": 99.09, "linf": 99.34, "l2": 99.29, "l1": 99.12}
+
+AMNIST_GRIDS = {  # pixel-scale eps; with clipping to [0, 1] one pixel cannot move more than 1
+    "inf": [round(0.01 * k, 2) for k in range(1, 31)],  # 0.01 ... 0.30
+    "2": [round(0.25 * k, 2) for k in range(1, 25)],  # 0.25 ... 6.0
+    "1": [round(0.1 * k, 1) for k in range(1, 11)],  # 0.1 ... 1.0 (a single pixel, clipped)
+}
+CURVE_GRIDS = {
+    "inf": [0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3],
+    "2": [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0],
+    "1": [0.0, 0.25, 0.5, 0.75, 1.0],
+}
+
+
+@dataclass
+class Settings:
+    epochs: int = 20
+    n_train: int | None = None  # None: all 60,000
+    n_test: int | None = None  # None: all 10,000
+    n_pgd: int = 1000  # test images for the PGD columns
+    pgd_steps: int = 40
+    seed: int = 0
+    clip: bool = True
+    quick: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+QUICK = dict(epochs=1, n_train=10000, n_test=2000, n_pgd=200, pgd_steps=10)
+
+
+def machine_description() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+
+
+def software_versions() -> dict:
+    import numba  # noqa: PLC0415
+
+    from ..backend import get_backend  # noqa: PLC0415
+    from ..kernels import describe  # noqa: PLC0415
+
+    return {"minirobust": __version__, "numpy": np.__version__, "numba": numba.__version__,
+            "backend": get_backend(), "kernel_tiers": describe()}
+
+
+def _pct(v):
+    return None if v is None else round(100 * v, 2)
+
+
+class MnistReproduction:
+    """Runs the stages; ``run()`` returns the results dict it also writes to results.json."""
+
+    def __init__(self, settings: Settings, results_dir="results/mnist", runs_dir="runs/mnist", data_dir=None,
+                 resume=False, log=print, progress=True):
+        self.s, self.log, self.progress, self.resume = settings, log, progress, resume
+        self.results_dir, self.runs_dir, self.data_dir = Path(results_dir), Path(runs_dir), data_dir
+        self.models, self.timings = {}, {}
+
+    # ----- data -----------------------------------------------------------------------------------
+    def load_data(self):
+        d = load_mnist(self.data_dir, log=self.log)
+        self.mean, self.std = dataset_stats(d.x_train)
+        self.x, self.y = to_float(d.x_train[: self.s.n_train]), d.y_train[: self.s.n_train]
+        self.xt, self.yt = to_float(d.x_test[: self.s.n_test]), d.y_test[: self.s.n_test]
+
+    def eps_pixel(self, name) -> float:
+        return round(ROBUST_NETS[name][1] * MNIST_STD_PIXEL, 4)
+
+    # ----- stage 1: training ---------------------------------------------------------------------
+    def train_all(self):
+        for name, (norm, _) in ROBUST_NETS.items():
+            out = self.runs_dir / name
+            cfg = TrainConfig(epochs=self.s.epochs, norm=norm, eps=self.eps_pixel(name) if norm else 0.0,
+                              clip=self.s.clip, seed=self.s.seed, **PAPER_TRAINING)
+            final = out / "model.npz"
+            if self.resume and final.exists():
+                ck = checkpoint.load(final)
+                if ck.meta.get("config") == cfg.to_json() and ck.epoch == cfg.epochs:
+                    self.log(f"[train] {name}: finished earlier, loaded {final}")
+                    self.models[name] = ck.model
+                    self.timings[name] = [h["seconds"] for h in ck.meta.get("history", [])]
+                    continue
+            if not self.resume and out.exists():
+                shutil.rmtree(out)
+            self.log(f"[train] {name}: norm {norm or '-'}, eps {cfg.eps:g} (pixel scale), {cfg.epochs} epochs "
+                     f"on {len(self.x):,} images")
+            model = nets.paper_mnist(seed=self.s.seed, mean=self.mean, std=self.std)
+            trainer = RobustTrainer(model, cfg, out_dir=out, resume=self.resume, log=self.log,
+                                    progress=self.progress)
+            trainer.fit(self.x, self.y)
+            self.models[name] = model
+            self.timings[name] = [h["seconds"] for h in trainer.history]
+
+    # ----- stage 2-6: evaluation ----------------------------------------------------------------
+    def build_amnist(self):
+        self.log("[amnist] attacking the baseline's correctly classified test images")
+        self.amnist = adversarial_set(self.models["baseline"], self.xt, self.yt, AMNIST_GRIDS,
+                                      bounds=(0.0, 1.0) if self.s.clip else None)
+        self.amnist.save(self.runs_dir / "amnist.npz")
+        return self.amnist
+
+    def curves(self):
+        out = {}
+        for norm, grid in CURVE_GRIDS.items():
+            out[norm] = {}
+            for name, model in self.models.items():
+                self.log(f"[curves] fast l_{norm}: {name}")
+                out[norm][name] = accuracy_vs_eps(model, self.xt, self.yt, norm, grid)
+        return out
+
+    def pgd_columns(self):
+        xs, ys = self.xt[: self.s.n_pgd], self.yt[: self.s.n_pgd]
+        eps = self.eps_pixel("linf")
+        out = {}
+        for name, model in self.models.items():
+            self.log(f"[pgd] l_inf {self.s.pgd_steps} steps: {name}")
+            out[name] = {}
+            for e in (eps, 2 * eps):
+                out[name][f"pgd_linf_{e:g}"] = robust_accuracy(model, xs, ys, "inf", e, method="pgd",
+                                                               steps=self.s.pgd_steps, random_start=True,
+                                                               rng=self.s.seed)
+                # the fast method on the same subset, so the two columns compare like with like
+                out[name][f"fast_linf_{e:g}_pgd_subset"] = robust_accuracy(model, xs, ys, "inf", e)
+        return out
+
+    def run(self) -> dict:
+        t0 = time.perf_counter()
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self.load_data()
+        self.train_all()
+        amnist = self.build_amnist()
+        baseline_amnist = accuracy_on_set(self.models["baseline"], amnist)
+        table = {}
+        for name, model in self.models.items():
+            self.log(f"[table] {name}")
+            table[name] = {"clean_acc": _pct(model.accuracy(self.xt, self.yt)),
+                           "amnist": {k: (_pct(v) if k != "n" else v) for k, v in accuracy_on_set(model, amnist).items()},
+                           "masking_guard_fast_linf_eps1": _pct(full_range_check(model, self.xt, self.yt)["robust_acc"])}
+        curves = self.curves()
+        pgd_cols = self.pgd_columns()
+        for name in table:
+            for key, r in pgd_cols[name].items():
+                table[name][key] = _pct(r["robust_acc"])
+            table[name]["fast_linf_train_eps"] = _pct(
+                robust_accuracy(self.models[name], self.xt, self.yt, "inf", self.eps_pixel("linf"))["robust_acc"])
+        epoch_s = {k: float(np.median(v)) if v else None for k, v in self.timings.items()}
+        results = {
+            "settings": {**self.s.__dict__, "training": PAPER_TRAINING, "paper_epochs": PAPER_EPOCHS,
+                         "eps_pixel": {k: self.eps_pixel(k) for k in ROBUST_NETS},
+                         "eps_standardised": {k: v[1] for k, v in ROBUST_NETS.items()},
+                         "amnist_grids": AMNIST_GRIDS, "curve_grids": CURVE_GRIDS,
+                         "n_train": len(self.x), "n_test": len(self.xt)},
+            "software": software_versions(), "machine": machine_description(),
+            "paper_clean_acc": PAPER_CLEAN,
+            "amnist": {"size": len(amnist), "parts": amnist.counts(), "n_clean_correct": amnist.info.get("n_clean_correct"),
+                       "baseline_acc": _pct(baseline_amnist["overall"]) if len(amnist) else None,
+                       "eps_median": {k: float(np.median(amnist.part(k).eps)) for k in amnist.counts()}},
+            "table": table,
+            "curves": {norm: {name: [{"eps": p["eps"], "robust_acc": _pct(p["robust_acc"]),
+                                      "on_clean_correct": _pct(p["robust_acc_on_clean_correct"])} for p in pts]
+                              for name, pts in per.items()} for norm, per in curves.items()},
+            "seconds_per_epoch": epoch_s,
+            "robust_over_plain_epoch_time": {k: (epoch_s[k] / epoch_s["baseline"]) if epoch_s.get("baseline") else None
+                                             for k in ROBUST_NETS if k != "baseline"},
+        }
+        self.figures(results)
+        results["wall_time_s"] = round(time.perf_counter() - t0, 1)
+        (self.results_dir / "results.json").write_text(json.dumps(results, indent=1))
+        (self.results_dir / "table.md").write_text(render_table(results))
+        self.log(render_table(results))
+        self.log(f"wrote {self.results_dir}/results.json, table.md and figures in {results['wall_time_s']:.0f} s")
+        return results
+
+    def figures(self, results):
+        from .figures import plot_accuracy_vs_eps, plot_adversarial_grid  # noqa: PLC0415
+
+        for norm, per in results["curves"].items():
+            plot_accuracy_vs_eps({name: [(p["eps"], p["robust_acc"] / 100) for p in pts] for name, pts in per.items()},
+                                 self.results_dir / f"curve_l{norm}.png",
+                                 title=f"MNIST: accuracy under the fast l_{norm} method")
+        base = self.models["baseline"]
+        n = min(len(self.xt), 2000)
+        res = single_pixel(base, self.xt[:n], self.yt[:n], eps=1.0)
+        fooled = np.flatnonzero(res.success & (base.predict(self.xt[:n]) == self.yt[:n]))
+        results["single_pixel"] = {"tried": int(n), "fooled": int(fooled.size)}
+        if fooled.size:
+            pick = fooled[:8]
+            plot_adversarial_grid(self.xt[pick], res.x_adv[pick], base.predict(self.xt[pick]),
+                                  base.predict(res.x_adv[pick]), self.results_dir / "single_pixel.png",
+                                  title="single-pixel (l_1) adversarial examples of the baseline "
+                                        "(changed pixel circled)", mark_changed=True)
+        for norm in self.amnist.counts():
+            part = self.amnist.part(norm)
+            pick = np.arange(min(8, len(part)))
+            plot_adversarial_grid(self.xt[part.source[pick]], part.x[pick], base.predict(self.xt[part.source[pick]]),
+                                  base.predict(part.x[pick]), self.results_dir / f"amnist_l{norm}.png",
+                                  title=f"AMNIST l_{norm} part: clean (top) vs adversarial (bottom)",
+                                  mark_changed=norm == "1")
+
+
+def render_table(r) -> str:
+    t, names = r["table"], list(r["table"])
+    parts = sorted(r["amnist"]["parts"])
+    pgd_keys = sorted(k for k in t["baseline"] if k.startswith("pgd_linf_"))
+    fast_keys = [f"fast_linf_{k[9:]}_pgd_subset" for k in pgd_keys]
+    n_pgd = min(r["settings"]["n_pgd"], r["settings"]["n_test"])
+    head = (["net", "clean (paper)", "clean (ours)", "AMNIST"] + [f"AMNIST l{p}" for p in parts]
+            + ["fast l_inf @train eps"]
+            + [f"fast / PGD-{r['settings']['pgd_steps']} l_inf eps {k[9:]} ({n_pgd} imgs)" for k in pgd_keys]
+            + ["fast l_inf eps 1 (guard)"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in names:
+        row = t[n]
+        cells = [n, f"{r['paper_clean_acc'][n]:.2f}", f"{row['clean_acc']:.2f}", _fmt(row["amnist"].get("overall"))]
+        cells += [_fmt(row["amnist"].get(f"l{p}")) for p in parts]
+        cells += [_fmt(row["fast_linf_train_eps"])]
+        cells += [f"{_fmt(row[f])} / {_fmt(row[k])}" for f, k in zip(fast_keys, pgd_keys)]
+        cells += [_fmt(row["masking_guard_fast_linf_eps1"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    a = r["amnist"]
+    lines += ["", f"AMNIST: {a['size']} examples from {a['n_clean_correct']} correctly classified test images "
+                  f"(parts: " + ", ".join(f"l{k}: {v}" for k, v in sorted(a["parts"].items())) + "); "
+                  f"baseline accuracy on it {a['baseline_acc']}%.",
+              f"Training eps (pixel scale): " + ", ".join(f"{k} {v:g}" for k, v in r["settings"]["eps_pixel"].items()
+                                                            if k != "baseline") + ".",
+              "Seconds per epoch (median): " + ", ".join(f"{k} {v:.1f}" for k, v in r["seconds_per_epoch"].items()
+                                                         if v is not None)
+              + "; robust / plain: " + ", ".join(f"{k} {v:.2f}" for k, v in r["robust_over_plain_epoch_time"].items()
+                                                 if v is not None) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v):
+    return "-" if v is None else f"{v:.2f}"
