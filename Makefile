@@ -31,6 +31,9 @@ reproduce: venv           ## the paper's MNIST experiment end to end -> results/
 reproduce-quick: venv     ## the same on a subset, one epoch (about 1.5 minutes)
 	$(VENV)/bin/minirobust reproduce mnist --quick $(ARGS)
 
+bench: venv               ## speed against PyTorch CPU (pip install torch==2.13.0 into .venv for the ratios)
+	$(PY) benchmarks/bench_step.py $(ARGS)
+
 info: venv
 	$(VENV)/bin/minirobust info
 

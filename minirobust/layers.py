@@ -6,8 +6,10 @@ The contract (CS231n's, the clearest for learners):
     dx = layer.backward(dy)              # returns dL/dx; fills layer.grads (same keys as layer.params)
 
 ``dy`` is never modified. ``backward(dy, param_grads=False)`` skips the parameter
-gradients: the ascent step of robust training only needs dL/dx. Backward always refers
-to the most recent forward call.
+gradients: the ascent step of robust training only needs dL/dx. Layers with parameters
+also take ``input_grad=False`` (skip dL/dx, return None): the first layer of a descent
+step needs only its parameter gradients. Backward always refers to the most recent
+forward call.
 
 Shapes use the notation of ``kernels/reference.py``: N batch, C channels, H W height
 width, KH KW kernel, SH SW stride, PH PW padding, OH OW output, F filters.
@@ -129,7 +131,7 @@ class Conv2D(Layer):
         # (F, N*OH*OW) -> (N, F, OH, OW)
         return y.reshape(self.out_channels, N, OH, OW).transpose(1, 0, 2, 3)
 
-    def backward(self, dy, param_grads=True):
+    def backward(self, dy, param_grads=True, input_grad=True):
         _require_forward(self, "_cols")
         (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
         F = self.out_channels
@@ -138,6 +140,8 @@ class Conv2D(Layer):
             self.grads["W"] = (dy_mat @ self._cols.T).reshape(self.params["W"].shape)
             if self.bias:
                 self.grads["b"] = dy_mat.sum(axis=1)
+        if not input_grad:
+            return None
         dcols = self.params["W"].reshape(F, -1).T @ dy_mat  # (K, P)
         return get_op("col2im", dcols)(dcols, self._x_shape, KH, KW, SH, SW, PH, PW)
 
@@ -245,13 +249,13 @@ class Dense(Layer):
             y += self.params["b"]
         return y
 
-    def backward(self, dy, param_grads=True):
+    def backward(self, dy, param_grads=True, input_grad=True):
         _require_forward(self, "_x")
         if param_grads:
             self.grads["W"] = self._x.T @ dy
             if self.bias:
                 self.grads["b"] = dy.sum(axis=0)
-        return dy @ self.params["W"].T
+        return dy @ self.params["W"].T if input_grad else None
 
 
 class Flatten(Layer):

@@ -56,15 +56,28 @@ class Sequential:
             x = layer.forward(x, train=train)
         return x
 
-    def backward(self, dy, param_grads: bool = True):
+    def backward(self, dy, param_grads: bool = True, input_grad: bool = True):
         """Given dL/dlogits, return dL/dx for the network input.
 
-        With ``param_grads=False`` the layers skip their parameter gradients (cheaper:
-        the ascent step of robust training needs only dL/dx).
+        ``param_grads=False``: the layers skip their parameter gradients (the ascent step of
+        robust training needs only dL/dx). ``input_grad=False``: stop at the first layer
+        with parameters and skip its dL/dx (a descent step needs only parameter gradients;
+        for a convnet that saves the first convolution's col2im); returns None then.
         """
-        for layer in reversed(self.layers):
+        stop = 0 if input_grad else self._first_param_layer()
+        for i in range(len(self.layers) - 1, stop - 1, -1):
+            layer = self.layers[i]
+            if i == stop and not input_grad:
+                layer.backward(dy, param_grads=param_grads, input_grad=False)
+                return None
             dy = layer.backward(dy, param_grads=param_grads)
         return dy
+
+    def _first_param_layer(self) -> int:
+        for i, layer in enumerate(self.layers):
+            if layer.params:
+                return i
+        return 0
 
     def loss_and_grads(self, x, y, train: bool = True, reduction: str = "mean"):
         """One forward + backward: returns (loss, {param name: gradient}, dL/dx)."""

@@ -128,3 +128,14 @@ def test_attack_input_errors(model):
         fast_method(model, np.full_like(x, np.nan), y, eps=0.1)
     with pytest.raises(InputError, match="empty"):
         fast_method(model, x[:0], y[:0], eps=0.1)
+
+
+def test_fast_sweep_equals_fast_method(model):
+    from minirobust.robust.attacks import fast_method_sweep
+
+    x, y = test_batch(100)
+    for norm, grid in (("inf", [0.0, 0.05, 0.1]), ("2", [0.5, 1.5]), ("1", [0.3, 1.0])):
+        for eps, res in fast_method_sweep(model, x, y, norm, grid):
+            ref = fast_method(model, x, y, norm=norm, eps=eps)
+            np.testing.assert_allclose(res.x_adv, ref.x_adv, atol=1e-6)
+            np.testing.assert_array_equal(res.success, ref.success)

@@ -139,3 +139,17 @@ def test_bad_labels():
         model.loss_and_grads(x, np.array([0.0, 1.0]))
     with pytest.raises(InputError, match=r"shape \(2,\)"):
         model.loss_and_grads(x, np.array([0, 1, 2]))
+
+
+def test_backward_can_skip_the_input_gradient():
+    model = nets.paper_mnist(seed=0)
+    x, y = np.random.default_rng(1).random((4, 1, 28, 28), dtype=np.float32), np.array([0, 1, 2, 3])
+    _, full, _ = model.loss_and_grads(x, y)
+    full = {k: v.copy() for k, v in full.items()}
+    from minirobust.losses import SoftmaxCrossEntropy
+
+    loss = SoftmaxCrossEntropy()
+    loss.forward(model.forward(x, train=True), y)
+    assert model.backward(loss.backward(), input_grad=False) is None
+    for k, v in model.gradients().items():
+        np.testing.assert_array_equal(v, full[k])

@@ -37,11 +37,13 @@ def test_ascent_skips_parameter_gradients(monkeypatch):
     model = nets.paper_mnist(seed=0)
     calls = []
     original = model.backward
-    monkeypatch.setattr(model, "backward", lambda dy, param_grads=True: calls.append(param_grads) or original(dy, param_grads))
+    monkeypatch.setattr(model, "backward", lambda dy, param_grads=True, input_grad=True:
+                        calls.append((param_grads, input_grad)) or original(dy, param_grads, input_grad))
     trainer = _quiet(model, norm="inf", eps=0.1)
     x, y = separable_images(20)
     trainer.train_step(x, y)
-    assert calls == [False, True]  # ascent: input gradient only; descent: parameter gradients
+    # ascent: the input gradient only; descent: parameter gradients only
+    assert calls == [(False, True), (True, False)]
 
 
 def _train_params(x, y, **cfg):
@@ -144,3 +146,17 @@ def test_trainer_history_and_metrics(tmp_path):
     assert [h["epoch"] for h in hist] == [1, 2]
     assert {"train_loss", "train_acc", "lr", "seconds", "val_acc"} <= set(hist[0])
     assert checkpoint.load(tmp_path / "model.npz").meta["config"]["norm"] == "inf"
+
+
+@pytest.mark.parametrize("norm", [None, "inf", "2", "1"])
+def test_float32_end_to_end_through_a_step(norm):
+    model = nets.paper_mnist(seed=0)
+    trainer = _quiet(model, norm=norm, eps=0.1 if norm else 0.0)
+    x, y = separable_images(20)
+    if norm:
+        assert trainer.perturb(x, y).dtype == np.float32
+    trainer.train_step(x, y)
+    trainer.train_step(x, y)
+    assert all(v.dtype == np.float32 for v in model.parameters().values())
+    assert all(v.dtype == np.float32 for v in model.gradients().values())
+    assert all(v.dtype == np.float32 for d in trainer.optimizer.state.values() for v in d.values())

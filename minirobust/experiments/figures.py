@@ -48,7 +48,7 @@ def plot_adversarial_grid(x_clean, x_adv, pred_clean, pred_adv, path, title="cle
     """
     plt = _plt()
     m = min(max_images, len(x_clean))
-    fig, axes = plt.subplots(2, m, figsize=(1.3 * m, 3.0), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(2, m, figsize=(1.3 * m, 3.4), dpi=120, squeeze=False)
     for j in range(m):
         for row, (imgs, preds) in enumerate(((x_clean, pred_clean), (x_adv, pred_adv))):
             ax = axes[row, j]

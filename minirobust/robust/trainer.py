@@ -119,7 +119,7 @@ class RobustTrainer:
         logits = self.model.forward(x, train=True)
         loss_fn = SoftmaxCrossEntropy()
         loss = float(loss_fn.forward(logits, y))
-        self.model.backward(loss_fn.backward(), param_grads=True)
+        self.model.backward(loss_fn.backward(), param_grads=True, input_grad=False)  # no dL/dx needed
         return loss, self.model.gradients(), int((logits.argmax(axis=1) == y).sum())
 
     def train_step(self, x, y):
