@@ -53,6 +53,21 @@ def _timeit(fn, repeats, warmup):
     return statistics.median(times)
 
 
+def _timeit_interleaved(fns: dict, repeats, warmup):
+    """Median time of each function, running them in turn (a, b, c, a, b, c, ...), so that
+    drifting machine load hits every measurement alike and their ratios stay meaningful."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def _peak_rss_mb():
     import resource  # noqa: PLC0415
 
@@ -73,12 +88,13 @@ def worker_minirobust(net, batch, repeats, warmup):
     x = rng.random((batch, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, batch)
     rss0 = _peak_rss_mb()
-    out = {}
+    steps = {}
     for step in STEPS:
         model = getattr(nets, NETS[net])(seed=0)
         norm, eps = EPS.get(step, (None, 0.0))
         trainer = RobustTrainer(model, TrainConfig(norm=norm, eps=eps), log=lambda *_: None, progress=False)
-        out[step] = _timeit(lambda t=trainer: t.train_step(x, y), repeats, warmup)
+        steps[step] = lambda t=trainer: t.train_step(x, y)
+    out = _timeit_interleaved(steps, repeats, warmup)
     model = getattr(nets, NETS[net])(seed=0)
     out["attack_fast"] = _timeit(lambda: fast_method(model, x, y, eps=0.062), repeats, warmup)
     out["attack_pgd10"] = _timeit(lambda: pgd(model, x, y, eps=0.062, steps=10, rng=0), max(repeats // 4, 3), 1)
@@ -141,12 +157,13 @@ def worker_torch(net, batch, repeats, warmup, threads):
         return step
 
     rss0 = _peak_rss_mb()
-    out = {}
+    steps = {}
     for step in STEPS:
         model = build()
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=2e-3)
         norm, eps = EPS.get(step, (None, 0.0))
-        out[step] = _timeit(make_step(model, opt, norm, eps), repeats, warmup)
+        steps[step] = make_step(model, opt, norm, eps)
+    out = _timeit_interleaved(steps, repeats, warmup)
     model = build()
 
     def fgsm():

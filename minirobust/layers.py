@@ -102,6 +102,15 @@ class Conv2D(Layer):
         if self.bias:
             self.params["b"] = to_device(np.zeros(out_channels, dtype=dtype))
         self._x_shape = self._cols = None
+        self._buffers = {}
+
+    def _buffer(self, name, shape, like):
+        """A scratch array of ``shape`` kept between calls (never handed to the caller)."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != like.dtype or get_xp(buf) is not get_xp(like):
+            buf = get_xp(like).empty(shape, dtype=like.dtype)
+            self._buffers[name] = buf
+        return buf
 
     def config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
@@ -122,27 +131,27 @@ class Conv2D(Layer):
         OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
         if OH < 1 or OW < 1:
             raise InputError(f"Conv2D input {tuple(x.shape)} is smaller than the kernel {self.kernel_size}")
-        cols = get_op("im2col", x)(x, KH, KW, SH, SW, PH, PW)  # (K, P)
+        # (K, P); the buffer is reused across calls: a fresh one costs page faults every step
+        cols = get_op("im2col", x)(x, KH, KW, SH, SW, PH, PW, out=self._buffer("cols", (C * KH * KW, N * OH * OW), x))
         Wmat = self.params["W"].reshape(self.out_channels, -1)  # (F, K)
-        y = Wmat @ cols  # (F, P)
-        if self.bias:
-            y += self.params["b"][:, None]
+        rows = Wmat @ cols  # (F, P)
         self._x_shape, self._cols = x.shape, cols
-        # (F, N*OH*OW) -> (N, F, OH, OW)
-        return y.reshape(self.out_channels, N, OH, OW).transpose(1, 0, 2, 3)
+        # (F, N*OH*OW) + b -> contiguous (N, F, OH, OW), so the next layers read it in order
+        return get_op("rows_to_nchw", rows)(rows, self.params.get("b"), N, OH, OW)
 
     def backward(self, dy, param_grads=True, input_grad=True):
         _require_forward(self, "_cols")
         (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
         F = self.out_channels
-        dy_mat = dy.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, P); reshape copies, dy untouched
+        dy_mat = get_op("nchw_to_rows", dy)(dy)  # (F, P), a new array: dy is untouched
         if param_grads:
             self.grads["W"] = (dy_mat @ self._cols.T).reshape(self.params["W"].shape)
             if self.bias:
                 self.grads["b"] = dy_mat.sum(axis=1)
         if not input_grad:
             return None
-        dcols = self.params["W"].reshape(F, -1).T @ dy_mat  # (K, P)
+        dcols = self._buffer("dcols", self._cols.shape, dy_mat)
+        get_xp(dy_mat).matmul(self.params["W"].reshape(F, -1).T, dy_mat, out=dcols)  # (K, P)
         return get_op("col2im", dcols)(dcols, self._x_shape, KH, KW, SH, SW, PH, PW)
 
 

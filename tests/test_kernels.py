@@ -78,3 +78,18 @@ def test_policy_selects_tier():
         kernels.set_policy("sometimes")
     with pytest.raises(KeyError):
         kernels.get_op("fft")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 6), st.integers(1, 5), st.integers(1, 5), st.booleans(),
+       st.integers(0, 2**31 - 1))
+def test_conv_layout_ops_match(N, F, OH, OW, bias, seed):
+    rows = _x((F, N * OH * OW), seed)
+    b = _x((F,), seed + 1) if bias else None
+    y = cpu.rows_to_nchw(rows, b, N, OH, OW)
+    np.testing.assert_array_equal(y, reference.rows_to_nchw(rows, b, N, OH, OW))
+    assert y.flags.c_contiguous and y.shape == (N, F, OH, OW)
+    dy = _x((N, F, OH, OW), seed + 2)
+    np.testing.assert_array_equal(cpu.nchw_to_rows(dy), reference.nchw_to_rows(dy))
+    if b is None:  # the two layouts are inverse to each other
+        np.testing.assert_array_equal(reference.nchw_to_rows(y), rows)

@@ -23,63 +23,56 @@ from .reference import output_size  # noqa: E402
 _jit = dict(cache=True, parallel=True, fastmath=False, nogil=True)
 
 
+# The kernels below read a PRE-PADDED input (zeros for im2col, -inf for pooling), so their
+# inner loops have no bounds checks and compile to straight, vectorisable copies.
+
 @njit(**_jit)
-def _im2col(x, KH, KW, SH, SW, PH, PW, OH, OW, cols):
-    N, C, H, W = x.shape
+def _im2col(xpad, KH, KW, SH, SW, OH, OW, cols):
+    N = xpad.shape[0]
+    for row in prange(cols.shape[0]):  # each thread fills whole rows: long contiguous writes
+        c, i, j = row // (KH * KW), (row // KW) % KH, row % KW
+        for n in range(N):
+            for oh in range(OH):
+                base = (n * OH + oh) * OW
+                h = oh * SH + i
+                if SW == 1:  # the common case: a straight copy of OW pixels
+                    cols[row, base : base + OW] = xpad[n, c, h, j : j + OW]
+                else:
+                    for ow in range(OW):
+                        cols[row, base + ow] = xpad[n, c, h, ow * SW + j]
+
+
+@njit(**_jit)
+def _col2im(cols, KH, KW, SH, SW, OH, OW, dxpad):
+    N, C, HP, WP = dxpad.shape
     for n in prange(N):
         for c in range(C):
+            for h in range(HP):
+                for w in range(WP):
+                    dxpad[n, c, h, w] = 0
             for i in range(KH):
                 for j in range(KW):
                     row = (c * KH + i) * KW + j
                     for oh in range(OH):
-                        h = oh * SH + i - PH
                         base = (n * OH + oh) * OW
-                        if h < 0 or h >= H:
-                            for ow in range(OW):
-                                cols[row, base + ow] = 0
-                            continue
+                        h = oh * SH + i
                         for ow in range(OW):
-                            w = ow * SW + j - PW
-                            cols[row, base + ow] = x[n, c, h, w] if 0 <= w < W else 0
+                            dxpad[n, c, h, ow * SW + j] += cols[row, base + ow]
 
 
 @njit(**_jit)
-def _col2im(cols, KH, KW, SH, SW, PH, PW, OH, OW, dx):
-    N, C, H, W = dx.shape
-    for n in prange(N):
-        for c in range(C):
-            for h in range(H):
-                for w in range(W):
-                    dx[n, c, h, w] = 0
-            for i in range(KH):
-                for j in range(KW):
-                    row = (c * KH + i) * KW + j
-                    for oh in range(OH):
-                        h = oh * SH + i - PH
-                        if h < 0 or h >= H:
-                            continue
-                        base = (n * OH + oh) * OW
-                        for ow in range(OW):
-                            w = ow * SW + j - PW
-                            if 0 <= w < W:
-                                dx[n, c, h, w] += cols[row, base + ow]
-
-
-@njit(**_jit)
-def _maxpool_forward(x, KH, KW, SH, SW, PH, PW, y, argmax):
-    N, C, H, W = x.shape
+def _maxpool_forward(xpad, KH, KW, SH, SW, y, argmax):
+    N, C = xpad.shape[0], xpad.shape[1]
     OH, OW = y.shape[2], y.shape[3]
     for n in prange(N):
         for c in range(C):
             for oh in range(OH):
                 for ow in range(OW):
-                    best = -np.inf
+                    best = xpad[n, c, oh * SH, ow * SW]
                     best_k = 0
                     for i in range(KH):
-                        h = oh * SH + i - PH
                         for j in range(KW):
-                            w = ow * SW + j - PW
-                            v = x[n, c, h, w] if (0 <= h < H and 0 <= w < W) else -np.inf
+                            v = xpad[n, c, oh * SH + i, ow * SW + j]
                             if v > best:  # strict '>': ties keep the first index
                                 best = v
                                 best_k = i * KW + j
@@ -104,13 +97,39 @@ def _maxpool_backward(dy, argmax, KW, SH, SW, PH, PW, dx):
                     dx[n, c, h, w] += dy[n, c, oh, ow]
 
 
-def im2col(x, KH, KW, SH, SW, PH, PW):
-    """x: (N, C, H, W) -> cols: (K, P). Same as reference.im2col."""
+@njit(**_jit)
+def _rows_to_nchw(rows, b, N, OH, OW, y):
+    F = rows.shape[0]
+    S = OH * OW
+    for n in prange(N):
+        for f in range(F):
+            bias = b[f]
+            for s in range(S):
+                y[n, f, s] = rows[f, n * S + s] + bias
+
+
+@njit(**_jit)
+def _nchw_to_rows(dy, rows):
+    N, F, S = dy.shape
+    for f in prange(F):
+        for n in range(N):
+            for s in range(S):
+                rows[f, n * S + s] = dy[n, f, s]
+
+
+def _padded(x, PH, PW, value):
     x = np.ascontiguousarray(x)
+    if PH == 0 and PW == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)), mode="constant", constant_values=value)
+
+
+def im2col(x, KH, KW, SH, SW, PH, PW, out=None):
+    """x: (N, C, H, W) -> cols: (K, P). Same as reference.im2col (``out``: a buffer to fill)."""
     N, C, H, W = x.shape
     OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
-    cols = np.empty((C * KH * KW, N * OH * OW), dtype=x.dtype)
-    _im2col(x, KH, KW, SH, SW, PH, PW, OH, OW, cols)
+    cols = np.empty((C * KH * KW, N * OH * OW), dtype=x.dtype) if out is None else out
+    _im2col(_padded(x, PH, PW, 0), KH, KW, SH, SW, OH, OW, cols)
     return cols
 
 
@@ -119,19 +138,18 @@ def col2im(cols, x_shape, KH, KW, SH, SW, PH, PW):
     cols = np.ascontiguousarray(cols)
     N, C, H, W = x_shape
     OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
-    dx = np.empty((N, C, H, W), dtype=cols.dtype)
-    _col2im(cols, KH, KW, SH, SW, PH, PW, OH, OW, dx)
-    return dx
+    dxpad = np.empty((N, C, H + 2 * PH, W + 2 * PW), dtype=cols.dtype)
+    _col2im(cols, KH, KW, SH, SW, OH, OW, dxpad)
+    return dxpad if PH == 0 and PW == 0 else np.ascontiguousarray(dxpad[:, :, PH : PH + H, PW : PW + W])
 
 
 def maxpool_forward(x, KH, KW, SH, SW, PH, PW):
     """x: (N, C, H, W) -> (y, argmax). Same as reference.maxpool_forward."""
-    x = np.ascontiguousarray(x)
     N, C, H, W = x.shape
     OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     argmax = np.empty((N, C, OH, OW), dtype=np.int64)
-    _maxpool_forward(x, KH, KW, SH, SW, PH, PW, y, argmax)
+    _maxpool_forward(_padded(x, PH, PW, -np.inf), KH, KW, SH, SW, y, argmax)
     return y, argmax
 
 
@@ -141,6 +159,24 @@ def maxpool_backward(dy, argmax, x_shape, KH, KW, SH, SW, PH, PW):
     dx = np.empty(tuple(x_shape), dtype=dy.dtype)
     _maxpool_backward(dy, np.ascontiguousarray(argmax), KW, SH, SW, PH, PW, dx)
     return dx
+
+
+def rows_to_nchw(rows, b, N, OH, OW):
+    """(F, N*OH*OW) + bias -> contiguous (N, F, OH, OW). Same as reference.rows_to_nchw."""
+    rows = np.ascontiguousarray(rows)
+    F = rows.shape[0]
+    bias = np.zeros(F, dtype=rows.dtype) if b is None else np.ascontiguousarray(b, dtype=rows.dtype)
+    y = np.empty((N, F, OH * OW), dtype=rows.dtype)
+    _rows_to_nchw(rows, bias, N, OH, OW, y)
+    return y.reshape(N, F, OH, OW)
+
+
+def nchw_to_rows(dy):
+    """(N, F, OH, OW) -> contiguous (F, N*OH*OW). Same as reference.nchw_to_rows."""
+    N, F, OH, OW = dy.shape
+    rows = np.empty((F, N * OH * OW), dtype=dy.dtype)
+    _nchw_to_rows(np.ascontiguousarray(dy).reshape(N, F, OH * OW), rows)
+    return rows
 
 
 def warmup(dtypes=(np.float32, np.float64)):
@@ -155,6 +191,7 @@ def warmup(dtypes=(np.float32, np.float64)):
         col2im(cols, x.shape, 2, 2, 1, 1, 0, 0)
         y, am = maxpool_forward(x, 2, 2, 2, 2, 0, 0)
         maxpool_backward(y, am, x.shape, 2, 2, 2, 2, 0, 0)
+        nchw_to_rows(rows_to_nchw(cols[:2], np.zeros(2, dt), 1, 3, 3))
 
 
 THREADING_LAYER = os.environ.get("NUMBA_THREADING_LAYER")

@@ -12,6 +12,10 @@ Column layout used by im2col/col2im: ``cols`` has shape (K, P); row ``(c*KH + i)
 holds input pixel ``x[n, c, oh*SH + i - PH, ow*SW + j - PW]`` in column ``(n*OH + oh)*OW + ow``.
 A convolution is then one matrix product: ``W.reshape(F, K) @ cols`` -> (F, P).
 
+Convolution output layout: the product ``W.reshape(F, K) @ cols`` has shape (F, P), "rows";
+``rows_to_nchw`` adds the bias and lays it out as (N, F, OH, OW); ``nchw_to_rows`` is the
+inverse layout change, used on the upstream gradient in backward.
+
 Max-pool "argmax" layout: for each output (n, c, oh, ow) the index ``k = i*KW + j`` of the
 winning position inside its window (ties go to the first, in row-major window order).
 """
@@ -34,16 +38,19 @@ def _pad(x, PH, PW, value):
     return xp.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)), mode="constant", constant_values=value)
 
 
-def im2col(x, KH, KW, SH, SW, PH, PW):
+def im2col(x, KH, KW, SH, SW, PH, PW, out=None):
     """Unfold sliding windows into columns.
 
     x: (N, C, H, W) -> cols: (K, P) with K = C*KH*KW, P = N*OH*OW (zero padding).
+    ``out``: an optional contiguous (K, P) array to fill (callers reuse one buffer per layer).
     """
     xp = get_xp(x)
     N, C, H, W = x.shape
     OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
     xpad = _pad(x, PH, PW, 0)
-    cols = xp.empty((C, KH, KW, N, OH, OW), dtype=x.dtype)
+    if out is None:
+        out = xp.empty((C * KH * KW, N * OH * OW), dtype=x.dtype)
+    cols = out.reshape(C, KH, KW, N, OH, OW)
     for i in range(KH):  # one strided slice per window offset (i, j)
         for j in range(KW):
             window = xpad[:, :, i : i + SH * OH : SH, j : j + SW * OW : SW]  # (N, C, OH, OW)
@@ -101,3 +108,20 @@ def maxpool_backward(dy, argmax, x_shape, KH, KW, SH, SW, PH, PW):
             # '+=': with overlapping windows one input can win several windows
             dxpad[:, :, i : i + SH * OH : SH, j : j + SW * OW : SW] += dy * won
     return dxpad[:, :, PH : PH + H, PW : PW + W]
+
+
+def rows_to_nchw(rows, b, N, OH, OW):
+    """(F, N*OH*OW) product rows (+ bias b: (F,) or None) -> contiguous (N, F, OH, OW)."""
+    xp = get_xp(rows)
+    F = rows.shape[0]
+    y = rows.reshape(F, N, OH, OW).transpose(1, 0, 2, 3)
+    if b is not None:
+        y = y + b.reshape(1, F, 1, 1)
+    return xp.ascontiguousarray(y)
+
+
+def nchw_to_rows(dy):
+    """(N, F, OH, OW) -> contiguous (F, N*OH*OW): the layout of the product rows."""
+    xp = get_xp(dy)
+    N, F, OH, OW = dy.shape
+    return xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(F, N * OH * OW)

@@ -1,0 +1,61 @@
+"""Speed regression guard: the fast tier must stay clearly faster than the reference tier.
+
+Ratios measured in one process on fixed shapes (never absolute times, which depend on the
+machine). Measured on the 2-core development machine: max-pool forward 6-11x, col2im
+2.4-5x, max-pool backward 2.8x (the range: with and without OPENBLAS_CORETYPE set); the
+bars below leave room for a noisy CI machine. (im2col is NOT here: the reference's strided
+slices are already as fast as the Numba copy, so the fast tier only matches it.)
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import pytest
+
+from minirobust.kernels import cpu, reference
+
+
+def _median_time(fn, repeats=15):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _ratio(ref_fn, fast_fn):
+    return _median_time(ref_fn) / _median_time(fast_fn)
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    cpu.warmup((np.float32,))
+    rng = np.random.default_rng(0)
+    x = rng.random((100, 32, 24, 24), dtype=np.float32)  # the paper net's first conv output
+    dcols = rng.random((800, 1600), dtype=np.float32)  # the paper net's second conv, batch 100
+    return x, dcols
+
+
+def test_fast_maxpool_forward_at_least_3x_reference(arrays):
+    x, _ = arrays
+    assert _ratio(lambda: reference.maxpool_forward(x, 3, 3, 3, 3, 0, 0),
+                  lambda: cpu.maxpool_forward(x, 3, 3, 3, 3, 0, 0)) >= 3.0
+
+
+def test_fast_col2im_at_least_1_5x_reference(arrays):
+    _, dcols = arrays
+    shape = (100, 32, 8, 8)
+    assert _ratio(lambda: reference.col2im(dcols, shape, 5, 5, 1, 1, 0, 0),
+                  lambda: cpu.col2im(dcols, shape, 5, 5, 1, 1, 0, 0)) >= 1.5
+
+
+def test_fast_maxpool_backward_at_least_1_5x_reference(arrays):
+    x, _ = arrays
+    y, am = cpu.maxpool_forward(x, 3, 3, 3, 3, 0, 0)
+    assert _ratio(lambda: reference.maxpool_backward(y, am, x.shape, 3, 3, 3, 3, 0, 0),
+                  lambda: cpu.maxpool_backward(y, am, x.shape, 3, 3, 3, 3, 0, 0)) >= 1.5
