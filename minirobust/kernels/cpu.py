@@ -56,8 +56,12 @@ def _col2im(cols, KH, KW, SH, SW, OH, OW, dxpad):
                     for oh in range(OH):
                         base = (n * OH + oh) * OW
                         h = oh * SH + i
-                        for ow in range(OW):
-                            dxpad[n, c, h, ow * SW + j] += cols[row, base + ow]
+                        if SW == 1:  # unit stride: a loop LLVM vectorises
+                            for ow in range(OW):
+                                dxpad[n, c, h, j + ow] += cols[row, base + ow]
+                        else:
+                            for ow in range(OW):
+                                dxpad[n, c, h, ow * SW + j] += cols[row, base + ow]
 
 
 @njit(**_jit)
