@@ -279,20 +279,21 @@ def load_cifar10(data_dir=None, download=True, urls=None, log=print) -> Dataset:
     return Dataset("cifar10", x_train, y_train, x_test, y_test, classes=read_label_names(folder / CIFAR10_META))
 
 
+def _dataset_functions(name: str):
+    table = {"mnist": (load_mnist, fetch_mnist), "cifar10": (load_cifar10, fetch_cifar10)}
+    if name not in table:
+        raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    return table[name]
+
+
 def load_dataset(name: str, data_dir=None, download=True, log=print) -> Dataset:
-    if name == "mnist":
-        return load_mnist(data_dir, download=download, log=log)
-    if name == "cifar10":
-        return load_cifar10(data_dir, download=download, log=log)
-    raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    """``load_mnist`` or ``load_cifar10`` by name."""
+    return _dataset_functions(name)[0](data_dir, download=download, log=log)
 
 
 def fetch_dataset(name: str, data_dir=None, urls=None, log=print) -> Path:
-    if name == "mnist":
-        return fetch_mnist(data_dir, urls=urls, log=log)
-    if name == "cifar10":
-        return fetch_cifar10(data_dir, urls=urls, log=log)
-    raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    """``fetch_mnist`` or ``fetch_cifar10`` by name: download and verify what is missing."""
+    return _dataset_functions(name)[1](data_dir, urls=urls, log=log)
 
 
 # ----- from uint8 to training arrays -----------------------------------------------------------

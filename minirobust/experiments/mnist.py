@@ -279,7 +279,7 @@ def render_table(r) -> str:
     lines += ["", f"AMNIST: {a['size']} examples from {a['n_clean_correct']} correctly classified test images "
                   f"(parts: " + ", ".join(f"l{k}: {v}" for k, v in sorted(a["parts"].items())) + "); "
                   f"baseline accuracy on it {a['baseline_acc']}%.",
-              f"Training eps (pixel scale): " + ", ".join(f"{k} {v:g}" for k, v in r["settings"]["eps_pixel"].items()
+              "Training eps (pixel scale): " + ", ".join(f"{k} {v:g}" for k, v in r["settings"]["eps_pixel"].items()
                                                             if k != "baseline") + ".",
               "Seconds per epoch (median): " + ", ".join(f"{k} {v:.1f}" for k, v in r["seconds_per_epoch"].items()
                                                          if v is not None)
