@@ -96,3 +96,12 @@ def get_op(name: str, x=None):
 def describe() -> dict:
     """Which tier each op uses for host arrays now, for ``minirobust.info()``."""
     return {op: tier_for(None) for op in OPS}
+
+
+def warmup(dtype="float32"):
+    """Compile (or load from Numba's on-disk cache) the fast tier's kernels for ``dtype`` now,
+    so that the first training step is not charged for it. A no-op on the reference tier."""
+    import numpy as np  # noqa: PLC0415
+
+    if tier_for(None) == "cpu":
+        _cpu().warmup((np.dtype(dtype).type,))

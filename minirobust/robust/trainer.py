@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import checkpoint
+from .. import checkpoint, kernels
 from ..backend import get_xp
 from ..data.batches import iterate_minibatches
 from ..errors import InputError, TrainingError
@@ -145,6 +145,7 @@ class RobustTrainer:
         """Train on host arrays x (N, ...) in [0, 1] and labels y until ``config.epochs``."""
         cfg = self.config
         n_batches = math.ceil(len(x) / cfg.batch_size)
+        kernels.warmup(self.model.dtype)  # compile before the clock of epoch 1 starts
         while self.epoch < cfg.epochs:
             t0 = time.perf_counter()
             bar = _progress_bar(n_batches, f"epoch {self.epoch + 1}/{cfg.epochs}", self.progress)
