@@ -35,8 +35,11 @@ def _im2col(xpad, KH, KW, SH, SW, OH, OW, cols):
             for oh in range(OH):
                 base = (n * OH + oh) * OW
                 h = oh * SH + i
-                if SW == 1:  # the common case: a straight copy of OW pixels
+                if SW == 1 and OW >= 16:  # long unit-stride rows: a slice copy (memcpy-like)
                     cols[row, base : base + OW] = xpad[n, c, h, j : j + OW]
+                elif SW == 1:  # short rows: a plain loop, cheaper than making slice views
+                    for ow in range(OW):
+                        cols[row, base + ow] = xpad[n, c, h, j + ow]
                 else:
                     for ow in range(OW):
                         cols[row, base + ow] = xpad[n, c, h, ow * SW + j]
