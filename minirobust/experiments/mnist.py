@@ -114,6 +114,15 @@ class MnistReproduction:
         self.results_dir, self.runs_dir, self.data_dir = Path(results_dir), Path(runs_dir), data_dir
         self.models, self.timings = {}, {}
 
+    def _stage(self, items, desc):
+        """Iterate with a progress bar for one stage (shown on a terminal, unless disabled)."""
+        items = list(items)
+        if not self.progress:
+            return items
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        return tqdm(items, desc=desc, leave=False, disable=None)
+
     # ----- data -----------------------------------------------------------------------------------
     def load_data(self):
         d = load_mnist(self.data_dir, log=self.log)
@@ -159,18 +168,18 @@ class MnistReproduction:
 
     def curves(self):
         out = {}
-        for norm, grid in CURVE_GRIDS.items():
-            out[norm] = {}
-            for name, model in self.models.items():
-                self.log(f"[curves] fast l_{norm}: {name}")
-                out[norm][name] = accuracy_vs_eps(model, self.xt, self.yt, norm, grid)
+        jobs = [(norm, name) for norm in CURVE_GRIDS for name in self.models]
+        for norm, name in self._stage(jobs, "accuracy-vs-eps curves"):
+            self.log(f"[curves] fast l_{norm}: {name}")
+            out.setdefault(norm, {})[name] = accuracy_vs_eps(self.models[name], self.xt, self.yt, norm,
+                                                             CURVE_GRIDS[norm])
         return out
 
     def pgd_columns(self):
         xs, ys = self.xt[: self.s.n_pgd], self.yt[: self.s.n_pgd]
         eps = self.eps_pixel("linf")
         out = {}
-        for name, model in self.models.items():
+        for name, model in self._stage(self.models.items(), f"PGD-{self.s.pgd_steps}"):
             self.log(f"[pgd] l_inf {self.s.pgd_steps} steps: {name}")
             out[name] = {}
             for e in (eps, 2 * eps):
@@ -189,7 +198,7 @@ class MnistReproduction:
         amnist = self.build_amnist()
         baseline_amnist = accuracy_on_set(self.models["baseline"], amnist)
         table = {}
-        for name, model in self.models.items():
+        for name, model in self._stage(self.models.items(), "Table 1"):
             self.log(f"[table] {name}")
             table[name] = {"clean_acc": _pct(model.accuracy(self.xt, self.yt)),
                            "amnist": {k: (_pct(v) if k != "n" else v) for k, v in accuracy_on_set(model, amnist).items()},
