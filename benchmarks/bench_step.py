@@ -79,6 +79,10 @@ def _peak_rss_mb():
 def worker_minirobust(net, batch, repeats, warmup):
     import numpy as np  # noqa: PLC0415
 
+    from minirobust.hostmem import tune_allocator  # noqa: PLC0415
+
+    tune_allocator()  # as the minirobust command does (bench --no-malloc-tuning: off for both)
+
     from minirobust import nets  # noqa: PLC0415
     from minirobust.kernels import cpu  # noqa: PLC0415
     from minirobust.robust import RobustTrainer, TrainConfig, fast_method, pgd  # noqa: PLC0415
@@ -112,6 +116,9 @@ def worker_minirobust(net, batch, repeats, warmup):
 
 
 def worker_torch(net, batch, repeats, warmup, threads):
+    from minirobust.hostmem import tune_allocator  # noqa: PLC0415
+
+    tune_allocator()  # the same allocator settings for PyTorch's CPU tensors (they use malloc too)
     import torch  # noqa: PLC0415
     from torch import nn  # noqa: PLC0415
 
@@ -203,6 +210,8 @@ def gemm_gflops(threads, n=2048):
 def run_worker(kind, net, batch, args):
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads),
            "MKL_NUM_THREADS": str(args.threads), "NUMBA_NUM_THREADS": str(args.threads)}
+    if args.no_malloc_tuning:
+        env["MINIROBUST_MALLOC_TUNING"] = "0"
     env.pop("OPENBLAS_CORETYPE", None)
     env.pop("OPENBLAS_L2_SIZE", None)
     code = (f"import json, sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
@@ -230,6 +239,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--no-malloc-tuning", action="store_true",
+                   help="keep glibc's default allocator settings in both workers (see minirobust/hostmem.py)")
     p.add_argument("--json", default=None, help="also write all figures to this JSON file")
     args = p.parse_args(argv)
     configs = [("paper", 100)] if args.quick else [("paper", 100), ("paper", 128), ("large", 100), ("large", 128)]

@@ -332,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .hostmem import tune_allocator  # noqa: PLC0415
+
+    tune_allocator()  # reuse freed pages between steps (see hostmem.py); MINIROBUST_MALLOC_TUNING=0 skips
     try:
         if args.backend:
             from .backend import set_backend  # noqa: PLC0415
