@@ -206,18 +206,17 @@ def _is_kink(t, idx, L, h, direction):
     """True when the forward and backward one-sided differences disagree strongly."""
     original = t.copy()
     centre = L()
-    step = direction if direction is not None else None
-    if step is None:
+    if direction is None:  # one entry
         old = t[idx].item()
         t[idx] = old + h
         up = L()
         t[idx] = old - h
         down = L()
         t[idx] = old
-    else:
-        t += h * step
+    else:  # a direction
+        t += h * direction
         up = L()
-        t[...] = original - h * step
+        t[...] = original - h * direction
         down = L()
         t[...] = original
     fwd, bwd = (up - centre) / h, (centre - down) / h

@@ -107,7 +107,6 @@ def fast_method(model, x, y=None, norm="inf", eps=0.1, bounds=(0.0, 1.0), target
             return (xc.copy(),)
         return (_clip(xc + ball.steepest_ascent(_ascent_gradient(model, xc, yc, targeted)), bounds),)
 
-
     (x_adv,) = _batched(one, x, y, batch_size)
     return AttackResult(x_adv, _success(model, x_adv, y, targeted), lp_norm(x_adv - x, ball.p), y)
 

@@ -81,7 +81,7 @@ class RobustTrainer:
                              decay=config.decay)
         self.rng = np.random.default_rng(config.seed)  # the data order
         self.out_dir = Path(out_dir) if out_dir else None
-        self.log, self.progress = log, progress
+        self.log, self.progress = log or (lambda *_: None), progress
         self.epoch, self.history = 0, []
         if resume:
             self._resume()
