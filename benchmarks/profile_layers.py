@@ -1,6 +1,9 @@
-"""Per-layer forward / backward time of one training step (where does a step go?).
+"""Per-stage forward / backward time of one training step (where does a step go?).
 
-    python benchmarks/profile_layers.py [--net paper|large] [--batch 100]
+    python benchmarks/profile_layers.py [--net paper|large] [--batch 100] [--unfused]
+
+Stages are what the fast tier runs: each Conv2D -> ReLU -> MaxPool2D is one fused stage
+(minirobust/fused.py); ``--unfused`` times the layers one by one instead.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import time
 import numpy as np
 
 from minirobust import nets
+from minirobust.hostmem import tune_allocator
 from minirobust.kernels import cpu
 from minirobust.losses import SoftmaxCrossEntropy
 
@@ -21,34 +25,37 @@ def main():
     p.add_argument("--net", default="paper", choices=("paper", "large"))
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--unfused", action="store_true", help="time the layers one by one")
     a = p.parse_args()
+    tune_allocator()  # as the minirobust command does
     cpu.warmup((np.float32,))
     model = (nets.paper_mnist if a.net == "paper" else nets.large_mnist)(seed=0)
+    stages = model.stages(fuse=not a.unfused)
     rng = np.random.default_rng(0)
     x = rng.random((a.batch, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, a.batch)
-    fwd = {layer.name: [] for layer in model.layers}
-    bwd = {layer.name: [] for layer in model.layers}
+    fwd = {layer.name: [] for layer in stages}
+    bwd = {layer.name: [] for layer in stages}
     for _ in range(a.repeats):
         h = x
-        for layer in model.layers:
+        for layer in stages:
             t = time.perf_counter()
             h = layer.forward(h, train=True)
             fwd[layer.name].append(time.perf_counter() - t)
         loss = SoftmaxCrossEntropy()
         loss.forward(h, y)
         d = loss.backward()
-        for layer in reversed(model.layers):
+        for layer in reversed(stages):
             t = time.perf_counter()
             d = layer.backward(d)
             bwd[layer.name].append(time.perf_counter() - t)
     total = 0.0
-    print(f"{'layer':<14}{'forward ms':>12}{'backward ms':>13}")
-    for layer in model.layers:
+    print(f"{'stage':<30}{'forward ms':>12}{'backward ms':>13}")
+    for layer in stages:
         f, b = statistics.median(fwd[layer.name]) * 1e3, statistics.median(bwd[layer.name]) * 1e3
         total += f + b
-        print(f"{layer.name:<14}{f:>12.2f}{b:>13.2f}")
-    print(f"{'total':<14}{total:>25.2f}")
+        print(f"{layer.name:<30}{f:>12.2f}{b:>13.2f}")
+    print(f"{'total':<30}{total:>25.2f}")
 
 
 if __name__ == "__main__":

@@ -123,6 +123,13 @@ class Conv2D(Layer):
         return (self.out_channels, output_size(H, KH, SH, PH), output_size(W, KW, SW, PW))
 
     def forward(self, x, train=False):
+        rows = self.forward_rows(x)
+        N, (OH, OW) = x.shape[0], self.output_shape(x.shape[1:])[1:]
+        # (F, N*OH*OW) + b -> contiguous (N, F, OH, OW), so the next layers read it in order
+        return get_op("rows_to_nchw", rows)(rows, self.params.get("b"), N, OH, OW)
+
+    def forward_rows(self, x):
+        """The convolution as one product, without bias: x (N, C, H, W) -> rows (F, N*OH*OW)."""
         checks.check_float(x, "Conv2D input")
         checks.check_rank(x, 4, "(N, C, H, W)", "Conv2D input")
         checks.check_axis(x, 1, self.in_channels, "channels", "Conv2D input")
@@ -133,25 +140,28 @@ class Conv2D(Layer):
             raise InputError(f"Conv2D input {tuple(x.shape)} is smaller than the kernel {self.kernel_size}")
         # (K, P); the buffer is reused across calls: a fresh one costs page faults every step
         cols = get_op("im2col", x)(x, KH, KW, SH, SW, PH, PW, out=self._buffer("cols", (C * KH * KW, N * OH * OW), x))
-        Wmat = self.params["W"].reshape(self.out_channels, -1)  # (F, K)
-        rows = Wmat @ cols  # (F, P)
         self._x_shape, self._cols = x.shape, cols
-        # (F, N*OH*OW) + b -> contiguous (N, F, OH, OW), so the next layers read it in order
-        return get_op("rows_to_nchw", rows)(rows, self.params.get("b"), N, OH, OW)
+        return self.params["W"].reshape(self.out_channels, -1) @ cols  # (F, K) @ (K, P)
 
     def backward(self, dy, param_grads=True, input_grad=True):
         _require_forward(self, "_cols")
+        dy_rows = get_op("nchw_to_rows", dy)(dy)  # (F, P), a new array: dy is untouched
+        db = dy_rows.sum(axis=1) if param_grads and self.bias else None
+        return self.backward_rows(dy_rows, db, param_grads, input_grad)
+
+    def backward_rows(self, dy_rows, db, param_grads=True, input_grad=True):
+        """Backward from the gradient of the product rows (F, P); ``db`` is the bias gradient."""
+        _require_forward(self, "_cols")
         (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
         F = self.out_channels
-        dy_mat = get_op("nchw_to_rows", dy)(dy)  # (F, P), a new array: dy is untouched
         if param_grads:
-            self.grads["W"] = (dy_mat @ self._cols.T).reshape(self.params["W"].shape)
+            self.grads["W"] = (dy_rows @ self._cols.T).reshape(self.params["W"].shape)
             if self.bias:
-                self.grads["b"] = dy_mat.sum(axis=1)
+                self.grads["b"] = db
         if not input_grad:
             return None
-        dcols = self._buffer("dcols", self._cols.shape, dy_mat)
-        get_xp(dy_mat).matmul(self.params["W"].reshape(F, -1).T, dy_mat, out=dcols)  # (K, P)
+        dcols = self._buffer("dcols", self._cols.shape, dy_rows)
+        get_xp(dy_rows).matmul(self.params["W"].reshape(F, -1).T, dy_rows, out=dcols)  # (K, P)
         return get_op("col2im", dcols)(dcols, self._x_shape, KH, KW, SH, SW, PH, PW)
 
 

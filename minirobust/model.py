@@ -12,6 +12,8 @@ import numpy as np
 from . import checks
 from .backend import get_xp, to_device, to_host
 from .errors import CheckpointError, InputError
+from .fused import ConvReluPool, can_fuse
+from .kernels import tier_for
 from .layers import Layer, layer_from_config
 from .losses import SoftmaxCrossEntropy
 
@@ -52,9 +54,32 @@ class Sequential:
             raise InputError(f"model input is an empty batch (shape {tuple(x.shape)}); N must be >= 1")
         checks.check_finite(x, "model input")
         x = x.astype(self.dtype, copy=False)  # no silent float64 promotion in a float32 model
-        for layer in self.layers:
-            x = layer.forward(x, train=train)
+        self._stages = self.stages(fuse=tier_for(x) == "cpu")
+        for stage in self._stages:
+            x = stage.forward(x, train=train)
         return x
+
+    def stages(self, fuse: bool = False) -> list:
+        """What forward runs: the layers, or with ``fuse`` each Conv2D -> ReLU -> MaxPool2D
+        replaced by one ``ConvReluPool`` stage (the fast tier does this; see fused.py)."""
+        key = (fuse, tuple(map(id, self.layers)))
+        if getattr(self, "_stage_cache", (None,))[0] == key:
+            return self._stage_cache[1]
+        stages = list(self.layers) if not fuse else self._fused_stages()
+        self._stage_cache = (key, stages)
+        return stages
+
+    def _fused_stages(self) -> list:
+        stages, i = [], 0
+        while i < len(self.layers):
+            group = self.layers[i : i + 3]
+            if can_fuse(group):
+                stages.append(ConvReluPool(*group))
+                i += 3
+            else:
+                stages.append(self.layers[i])
+                i += 1
+        return stages
 
     def backward(self, dy, param_grads: bool = True, input_grad: bool = True):
         """Given dL/dlogits, return dL/dx for the network input.
@@ -64,20 +89,14 @@ class Sequential:
         with parameters and skip its dL/dx (a descent step needs only parameter gradients;
         for a convnet that saves the first convolution's col2im); returns None then.
         """
-        stop = 0 if input_grad else self._first_param_layer()
-        for i in range(len(self.layers) - 1, stop - 1, -1):
-            layer = self.layers[i]
+        stages = getattr(self, "_stages", None) or self.layers  # those the last forward ran
+        stop = 0 if input_grad else next((i for i, s in enumerate(stages) if s.params), 0)
+        for i in range(len(stages) - 1, stop - 1, -1):
             if i == stop and not input_grad:
-                layer.backward(dy, param_grads=param_grads, input_grad=False)
+                stages[i].backward(dy, param_grads=param_grads, input_grad=False)
                 return None
-            dy = layer.backward(dy, param_grads=param_grads)
+            dy = stages[i].backward(dy, param_grads=param_grads)
         return dy
-
-    def _first_param_layer(self) -> int:
-        for i, layer in enumerate(self.layers):
-            if layer.params:
-                return i
-        return 0
 
     def loss_and_grads(self, x, y, train: bool = True, reduction: str = "mean"):
         """One forward + backward: returns (loss, {param name: gradient}, dL/dx)."""

@@ -93,3 +93,55 @@ def test_conv_layout_ops_match(N, F, OH, OW, bias, seed):
     np.testing.assert_array_equal(cpu.nchw_to_rows(dy), reference.nchw_to_rows(dy))
     if b is None:  # the two layouts are inverse to each other
         np.testing.assert_array_equal(reference.nchw_to_rows(y), rows)
+
+
+# ----- the fused bias + ReLU + max-pool of a convolution's product rows ----------------------------
+
+@st.composite
+def pool_problems(draw):
+    OH, OW = draw(st.integers(1, 10)), draw(st.integers(1, 10))
+    KH, KW = draw(st.integers(1, min(OH, 4))), draw(st.integers(1, min(OW, 4)))
+    SH, SW = draw(st.integers(1, 3)), draw(st.integers(1, 3))  # stride < kernel: overlapping windows
+    N, F = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    return N, F, OH, OW, (KH, KW, SH, SW), draw(st.integers(0, 2**31 - 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(pool_problems())
+def test_rows_relu_maxpool_is_maxpool_of_relu_and_tiers_match(problem):
+    N, F, OH, OW, win, seed = problem
+    rows = _x((F, N * OH * OW), seed)
+    b = _x((F,), seed + 1)
+    # the definition, from the layer-by-layer ops
+    z = reference.rows_to_nchw(rows, b, N, OH, OW)
+    y_def, _ = reference.maxpool_forward(z * (z > 0), *win, 0, 0)
+    y_ref, pos_ref = reference.rows_relu_maxpool(rows, b, N, OH, OW, *win)
+    y, pos = cpu.rows_relu_maxpool(rows, b, N, OH, OW, *win)
+    np.testing.assert_array_equal(y_ref, y_def)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(pos, pos_ref)
+    assert pos.dtype == np.int32 and ((pos == -1) == (y <= 0)).all()
+    # backward: the layer-by-layer chain rule (max-pool routing, then the ReLU mask)
+    dy = _x(y.shape, seed + 2)
+    drows_ref, db_ref = reference.relu_maxpool_to_rows(dy, pos_ref, OH, OW, *win)
+    _, k = reference.maxpool_forward(z * (z > 0), *win, 0, 0)
+    dz = reference.maxpool_backward(dy, k, z.shape, *win, 0, 0) * (z > 0)
+    np.testing.assert_allclose(drows_ref, reference.nchw_to_rows(dz), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(db_ref, dz.sum(axis=(0, 2, 3)), rtol=1e-5, atol=1e-5)
+    drows, db = cpu.relu_maxpool_to_rows(dy, pos, OH, OW, *win)
+    np.testing.assert_allclose(drows, drows_ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(db, db_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_rows_relu_maxpool_ties_and_nonpositive_windows():
+    # one image, one filter, a 2x4 plane pooled 2x2: a tie (first position wins), and a
+    # window whose maximum is exactly 0 (ReLU passes nothing: position -1, output 0)
+    rows = np.array([[3.0, 1.0, 0.0, -1.0,
+                      3.0, 2.0, -2.0, 0.0]])
+    for tier in (reference, cpu):
+        y, pos = tier.rows_relu_maxpool(rows, None, 1, 2, 4, 2, 2, 2, 2)
+        np.testing.assert_array_equal(y.ravel(), [3.0, 0.0])
+        np.testing.assert_array_equal(pos.ravel(), [0, -1])
+        drows, db = tier.relu_maxpool_to_rows(np.array([[[[5.0, 7.0]]]]), pos, 2, 4, 2, 2, 2, 2)
+        np.testing.assert_array_equal(drows, [[5.0, 0, 0, 0, 0, 0, 0, 0]])
+        np.testing.assert_array_equal(db, [5.0])

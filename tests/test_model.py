@@ -21,8 +21,33 @@ def test_whole_net_input_gradient_matches_finite_differences(pol):
     x = tie_free((2, 2, 9, 9), low=0.0, high=1.0)
     with kernels.policy(pol):
         report = check_grad(model, x)
+        ran = [type(s).__name__ for s in model._stages]
     report.assert_ok(1e-6)
     assert len(report.checks) == 1 + len(model.parameters())
+    # the fast tier runs the unpadded conv-relu-pool as one fused stage; the reference tier never fuses
+    assert ("ConvReluPool" in ran) == (pol == "always")
+
+
+@pytest.mark.parametrize("build", [nets.paper_mnist, nets.large_mnist])
+def test_fused_stages_give_the_layer_by_layer_numbers(build):
+    model = build(seed=0, dtype=np.float64)
+    x, y = np.random.default_rng(1).random((6, 1, 28, 28)), np.arange(6)
+    results = {}
+    for pol in ("never", "always"):
+        with kernels.policy(pol):
+            loss, grads, dx = model.loss_and_grads(x, y)
+            ascent_dx = model.input_gradient(x, y)
+            logits = model.forward(x, train=True)
+            model.backward(logits - logits.mean(), input_grad=False)  # descent-only backward
+            results[pol] = loss, grads, dx, ascent_dx, model.gradients(), [type(s).__name__ for s in model._stages]
+    (l0, g0, dx0, a0, d0, s0), (l1, g1, dx1, a1, d1, s1) = results["never"], results["always"]
+    assert s0.count("ConvReluPool") == 0 and s1.count("ConvReluPool") == 2
+    assert l0 == pytest.approx(l1, rel=1e-12)
+    for got, want in ((dx1, dx0), (a1, a0)):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    for name in g0:
+        np.testing.assert_allclose(g1[name], g0[name], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(d1[name], d0[name], rtol=1e-9, atol=1e-12)
 
 
 def test_loss_and_grads_input_gradient_matches_finite_differences():

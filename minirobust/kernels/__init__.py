@@ -20,7 +20,8 @@ from ..backend import get_xp, is_device_array
 from ..errors import BackendError
 from . import reference
 
-OPS = ("im2col", "col2im", "maxpool_forward", "maxpool_backward", "rows_to_nchw", "nchw_to_rows")
+OPS = ("im2col", "col2im", "maxpool_forward", "maxpool_backward", "rows_to_nchw", "nchw_to_rows",
+       "rows_relu_maxpool", "relu_maxpool_to_rows")
 POLICIES = ("auto", "always", "never")
 
 _policy = None

@@ -124,6 +124,60 @@ def _nchw_to_rows(dy, rows):
                 rows[f, n * S + s] = dy[n, f, s]
 
 
+@njit(cache=True, inline="always")
+def _relu_maxpool_plane(plane, bias, OW, KH, KW, SH, SW, y, pos):
+    # one (n, f) plane of the product rows -> its pooled (QH, QW) outputs and winner positions
+    QH, QW = y.shape
+    for qh in range(QH):
+        for qw in range(QW):
+            p0 = qh * SH * OW + qw * SW  # the window's top-left position
+            best, best_p = plane[p0], p0
+            for i in range(KH):
+                for j in range(KW):
+                    p = p0 + i * OW + j
+                    if plane[p] > best:  # strict '>': ties keep the first position
+                        best, best_p = plane[p], p
+            best += bias  # the bias is the same across the window: add it once
+            if best > 0:
+                y[qh, qw] = best
+                pos[qh, qw] = best_p
+            else:  # ReLU: zero output, no gradient
+                y[qh, qw] = 0
+                pos[qh, qw] = -1
+
+
+@njit(**_jit)
+def _rows_relu_maxpool(rows, b, N, OH, OW, KH, KW, SH, SW, y, pos):
+    F = rows.shape[0]
+    S = OH * OW
+    for f in prange(F):  # each thread streams whole rows of the product
+        for n in range(N):
+            plane = rows[f, n * S : (n + 1) * S]
+            # the common windows get their own inlined copy with constant sizes, which LLVM
+            # unrolls: 1.5-2x faster than the generic loop (measured on the paper's nets)
+            if KH == 2 and KW == 2:
+                _relu_maxpool_plane(plane, b[f], OW, 2, 2, SH, SW, y[n, f], pos[n, f])
+            elif KH == 3 and KW == 3:
+                _relu_maxpool_plane(plane, b[f], OW, 3, 3, SH, SW, y[n, f], pos[n, f])
+            else:
+                _relu_maxpool_plane(plane, b[f], OW, KH, KW, SH, SW, y[n, f], pos[n, f])
+
+
+@njit(**_jit)
+def _relu_maxpool_to_rows(dy, pos, S, drows, db):
+    N, F, QH, QW = dy.shape
+    for f in prange(F):  # each thread owns whole rows of drows: a memset, then a scatter
+        drows[f, :] = 0
+        total = 0.0
+        for n in range(N):
+            for qh in range(QH):
+                for qw in range(QW):
+                    p = pos[n, f, qh, qw]
+                    if p >= 0:
+                        drows[f, n * S + p] += dy[n, f, qh, qw]
+                        total += dy[n, f, qh, qw]
+        db[f] = total
+
 def _padded(x, PH, PW, value):
     x = np.ascontiguousarray(x)
     if PH == 0 and PW == 0:
@@ -186,6 +240,28 @@ def nchw_to_rows(dy):
     return rows
 
 
+def rows_relu_maxpool(rows, b, N, OH, OW, KH, KW, SH, SW):
+    """Bias + ReLU + unpadded max-pool of conv product rows. Same as reference.rows_relu_maxpool."""
+    rows = np.ascontiguousarray(rows)
+    F = rows.shape[0]
+    QH, QW = output_size(OH, KH, SH, 0), output_size(OW, KW, SW, 0)
+    bias = np.zeros(F, dtype=rows.dtype) if b is None else np.ascontiguousarray(b, dtype=rows.dtype)
+    y = np.empty((N, F, QH, QW), dtype=rows.dtype)
+    pos = np.empty((N, F, QH, QW), dtype=np.int32)
+    _rows_relu_maxpool(rows, bias, N, OH, OW, KH, KW, SH, SW, y, pos)
+    return y, pos
+
+
+def relu_maxpool_to_rows(dy, pos, OH, OW, KH, KW, SH, SW):
+    """Backward of rows_relu_maxpool -> (drows, db). Same as reference.relu_maxpool_to_rows."""
+    dy, pos = np.ascontiguousarray(dy), np.ascontiguousarray(pos)
+    N, F = dy.shape[0], dy.shape[1]
+    drows = np.empty((F, N * OH * OW), dtype=dy.dtype)
+    db = np.empty(F, dtype=dy.dtype)
+    _relu_maxpool_to_rows(dy, pos, OH * OW, drows, db)
+    return drows, db
+
+
 def warmup(dtypes=(np.float32, np.float64)):
     """Compile (or load from the on-disk cache) every kernel for the given dtypes.
 
@@ -198,6 +274,9 @@ def warmup(dtypes=(np.float32, np.float64)):
         col2im(cols, x.shape, 2, 2, 1, 1, 0, 0)
         y, am = maxpool_forward(x, 2, 2, 2, 2, 0, 0)
         maxpool_backward(y, am, x.shape, 2, 2, 2, 2, 0, 0)
+        rows = nchw_to_rows(rows_to_nchw(cols, None, 1, 3, 3))
+        y, pos = rows_relu_maxpool(rows, None, 1, 3, 3, 2, 2, 1, 1)
+        relu_maxpool_to_rows(y, pos, 3, 3, 2, 2, 1, 1)
         nchw_to_rows(rows_to_nchw(cols[:2], np.zeros(2, dt), 1, 3, 3))
 
 

@@ -125,3 +125,54 @@ def nchw_to_rows(dy):
     xp = get_xp(dy)
     N, F, OH, OW = dy.shape
     return xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(F, N * OH * OW)
+
+
+# ----- bias + ReLU + max-pool on the convolution's product rows, as one op ---------------------
+# The fast tier runs Conv2D -> ReLU -> MaxPool2D as one stage (see ``minirobust/fused.py``).
+# ReLU and max commute (both are monotone): relu(max(z)) = max(relu(z)), so pooling first needs
+# 1/(KH*KW) of the ReLU work, and a window whose maximum is <= 0 passes no gradient at all.
+# "Position" layout: for each pooled output, the flat index oh*OW + ow of the winner inside its
+# (OH, OW) convolution plane, or -1 where the window's maximum is <= 0 (ReLU blocks it).
+
+
+def _window_positions(QH, QW, KH, KW, SH, SW, OW, xp):
+    """(KH*KW, 1, 1, QH, QW): the flat plane position of window offset k = i*KW + j of each output."""
+    qh = xp.arange(QH).reshape(1, 1, 1, QH, 1) * SH
+    qw = xp.arange(QW).reshape(1, 1, 1, 1, QW) * SW
+    k = xp.arange(KH * KW).reshape(-1, 1, 1, 1, 1)
+    return (qh + k // KW) * OW + (qw + k % KW)
+
+
+def rows_relu_maxpool(rows, b, N, OH, OW, KH, KW, SH, SW):
+    """Bias, ReLU and an unpadded max-pool of the product rows.
+
+    rows: (F, N*OH*OW), b: (F,) or None -> y: (N, F, QH, QW), pos: (N, F, QH, QW) int32 positions.
+    Equals ``maxpool(relu(rows_to_nchw(rows, b)))`` (ties go to the first position, as in
+    maxpool_forward).
+    """
+    xp = get_xp(rows)
+    z = rows_to_nchw(rows, b, N, OH, OW)
+    m, k = maxpool_forward(z, KH, KW, SH, SW, 0, 0)
+    QH, QW = m.shape[2], m.shape[3]
+    positions = _window_positions(QH, QW, KH, KW, SH, SW, OW, xp)[:, 0, 0]  # (KH*KW, QH, QW)
+    pos = xp.take_along_axis(positions[None, None], k[:, :, None], axis=2)[:, :, 0]  # (N, F, QH, QW)
+    active = m > 0
+    return xp.where(active, m, 0).astype(rows.dtype), xp.where(active, pos, -1).astype(xp.int32)
+
+
+def relu_maxpool_to_rows(dy, pos, OH, OW, KH, KW, SH, SW):
+    """Backward of ``rows_relu_maxpool``: route each pooled gradient to its winner.
+
+    dy, pos: (N, F, QH, QW) -> drows: (F, N*OH*OW), db: (F,) (the bias gradient).
+    """
+    xp = get_xp(dy)
+    N, F, QH, QW = dy.shape
+    g = xp.where(pos >= 0, dy, 0)  # ReLU: no gradient through a window whose maximum is <= 0
+    dz = xp.zeros((N, F, OH, OW), dtype=dy.dtype)
+    positions = _window_positions(QH, QW, KH, KW, SH, SW, OW, xp)
+    for i in range(KH):
+        for j in range(KW):
+            won = pos == positions[i * KW + j]
+            # '+=': with overlapping windows one position can win several windows
+            dz[:, :, i : i + SH * QH : SH, j : j + SW * QW : SW] += g * won
+    return nchw_to_rows(dz), g.sum(axis=(0, 2, 3))
