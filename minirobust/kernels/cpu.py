@@ -45,26 +45,32 @@ def _im2col(xpad, KH, KW, SH, SW, OH, OW, cols):
                         cols[row, base + ow] = xpad[n, c, h, ow * SW + j]
 
 
+@njit(cache=True, inline="always")
+def _fold_row(crow, dxpad, c, i, j, N, OH, OW, SH, SW):
+    # add one row of cols (window offset i, j of channel c) back onto every image
+    for n in range(N):
+        for oh in range(OH):
+            base = (n * OH + oh) * OW
+            h = oh * SH + i
+            for ow in range(OW):
+                dxpad[n, c, h, ow * SW + j] += crow[base + ow]
+
+
 @njit(**_jit)
 def _col2im(cols, KH, KW, SH, SW, OH, OW, dxpad):
-    N, C, HP, WP = dxpad.shape
-    for n in prange(N):
-        for c in range(C):
-            for h in range(HP):
-                for w in range(WP):
-                    dxpad[n, c, h, w] = 0
-            for i in range(KH):
-                for j in range(KW):
-                    row = (c * KH + i) * KW + j
-                    for oh in range(OH):
-                        base = (n * OH + oh) * OW
-                        h = oh * SH + i
-                        if SW == 1:  # unit stride: a loop LLVM vectorises
-                            for ow in range(OW):
-                                dxpad[n, c, h, j + ow] += cols[row, base + ow]
-                        else:
-                            for ow in range(OW):
-                                dxpad[n, c, h, ow * SW + j] += cols[row, base + ow]
+    N, C = dxpad.shape[0], dxpad.shape[1]
+    # parallel over channels: each task streams its channel's KH*KW rows of cols in order.
+    # Measured 1.4-3x faster than going image by image, even for C = 1 (one thread); splitting
+    # the images into blocks for more tasks was slower.
+    for c in prange(C):
+        dxpad[:, c] = 0
+        for i in range(KH):
+            for j in range(KW):
+                crow = cols[(c * KH + i) * KW + j]
+                if SW == 1:  # a constant stride: LLVM vectorises the inner loop
+                    _fold_row(crow, dxpad, c, i, j, N, OH, OW, SH, 1)
+                else:
+                    _fold_row(crow, dxpad, c, i, j, N, OH, OW, SH, SW)
 
 
 @njit(**_jit)
