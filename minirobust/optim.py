@@ -33,14 +33,10 @@ class Optimizer:
         self.model, self.lr, self.weight_decay, self.decay = model, float(lr), float(weight_decay), float(decay)
         self.t = 0  # steps taken
         self.state: dict = {}  # per-parameter buffers, e.g. {"velocity": {name: array}}
+        self._scratch: dict = {}  # per-parameter work arrays, reused every step (not state)
 
     def current_lr(self) -> float:
         return self.lr / (1.0 + self.t * self.decay)
-
-    def _full_gradient(self, name, param, grad):
-        if self.weight_decay and _is_weight(name):
-            return grad + self.weight_decay * param
-        return grad
 
     def step(self, grads: dict):
         params = self.model.parameters()
@@ -49,12 +45,18 @@ class Optimizer:
             raise InputError(f"optimizer step: no gradient for {sorted(missing)}")
         lr = self.current_lr()
         for name, param in params.items():
-            g = self._full_gradient(name, param, grads[name])
-            self.model.set_parameter(name, self._update(name, param, g, lr))
+            wd = self.weight_decay if _is_weight(name) else 0.0
+            self.model.set_parameter(name, self._update(name, param, grads[name], lr, wd))
         self.t += 1
 
-    def _update(self, name, param, g, lr):
+    def _update(self, name, param, grad, lr, wd):
+        """The new value of ``param`` given its loss gradient; the full gradient is grad + wd*param."""
         raise NotImplementedError
+
+    def _work_array(self, name, like):
+        if name not in self._scratch:
+            self._scratch[name] = get_xp(like).empty_like(like)
+        return self._scratch[name]
 
     def _buffer(self, kind, name, like):
         buf = self.state.setdefault(kind, {})
@@ -88,15 +90,25 @@ class SGD(Optimizer):
             raise InputError("Nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
 
-    def _update(self, name, param, g, lr):
+    def _update(self, name, param, grad, lr, wd):
+        # In place, through one reused work array: on the large MNIST net (3.2M parameters)
+        # the textbook expressions allocate five temporaries per parameter and took 3.7 ms a step.
+        xp = get_xp(param)
+        step = self._work_array(name, param)
+        xp.multiply(grad, lr, out=step)  # lr * g ...
+        if wd:
+            step += (lr * wd) * param  # ... + lr * wd * W
         if self.momentum == 0:
-            return param - lr * g
+            param -= step
+            return param
         v = self._buffer("velocity", name, param)
         v *= self.momentum
-        v -= lr * g
+        v -= step
         if self.nesterov:
-            return param + self.momentum * v - lr * g
-        return param + v
+            param += self.momentum * v - step
+        else:
+            param += v
+        return param
 
     def config(self):
         return {**super().config(), "momentum": self.momentum, "nesterov": self.nesterov}
@@ -109,8 +121,9 @@ class Adam(Optimizer):
         super().__init__(model, lr, weight_decay, decay)
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
-    def _update(self, name, param, g, lr):
+    def _update(self, name, param, grad, lr, wd):
         xp = get_xp(param)
+        g = grad + wd * param if wd else grad
         m, v = self._buffer("m", name, param), self._buffer("v", name, param)
         m *= self.beta1
         m += (1 - self.beta1) * g
