@@ -145,3 +145,21 @@ def test_rows_relu_maxpool_ties_and_nonpositive_windows():
         drows, db = tier.relu_maxpool_to_rows(np.array([[[[5.0, 7.0]]]]), pos, 2, 4, 2, 2, 2, 2)
         np.testing.assert_array_equal(drows, [[5.0, 0, 0, 0, 0, 0, 0, 0]])
         np.testing.assert_array_equal(db, [5.0])
+
+
+@pytest.mark.parametrize("size", [10, 200_000])  # below and above the size where the threads start
+def test_sgd_momentum_step_tiers_match(size):
+    rng = np.random.default_rng(size)
+    param, grad, velocity = (rng.standard_normal(size).astype(np.float32) for _ in range(3))
+    p_ref, v_ref = param.copy(), velocity.copy()
+    reference.sgd_momentum_step(p_ref, grad, v_ref, 0.05, 2e-3, 0.9)
+    # the formula, written out once more
+    v_want = 0.9 * velocity - (0.05 * grad + 0.05 * 2e-3 * param)
+    np.testing.assert_allclose(v_ref, v_want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p_ref, param + v_want, rtol=1e-5, atol=1e-6)
+    p_fast, v_fast = param.copy(), velocity.copy()
+    cpu.sgd_momentum_step(p_fast, grad, v_fast, 0.05, 2e-3, 0.9)
+    np.testing.assert_allclose(p_fast, p_ref, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(v_fast, v_ref, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        cpu.sgd_momentum_step(param[::2], grad[::2], velocity[::2], 0.05, 0.0, 0.9)

@@ -2,8 +2,8 @@
 
 Ratios measured in one process on fixed shapes (never absolute times, which depend on the
 machine). Measured on the 2-core development machine: max-pool forward 6-11x, col2im
-2.4-5x, max-pool backward 2.8x (the range: with and without OPENBLAS_CORETYPE set); the
-bars below leave room for a noisy CI machine. (im2col is NOT here: the reference's strided
+2.4-5x, max-pool backward 2.8x (the range: with and without OPENBLAS_CORETYPE set), fused
+ReLU + max-pool 12.6x forward and 20.5x backward; the bars below leave room for a noisy CI machine. (im2col is NOT here: the reference's strided
 slices are already as fast as the Numba copy, so the fast tier only matches it.)
 """
 
@@ -59,3 +59,17 @@ def test_fast_maxpool_backward_at_least_1_5x_reference(arrays):
     y, am = cpu.maxpool_forward(x, 3, 3, 3, 3, 0, 0)
     assert _ratio(lambda: reference.maxpool_backward(y, am, x.shape, 3, 3, 3, 3, 0, 0),
                   lambda: cpu.maxpool_backward(y, am, x.shape, 3, 3, 3, 3, 0, 0)) >= 1.5
+
+
+def test_fused_relu_maxpool_at_least_3x_reference(arrays):
+    # the paper net's first conv, batch 100: product rows (32, 100*24*24), 3x3/3 pooling
+    x, _ = arrays
+    rows = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(32, -1)
+    b = np.linspace(-0.1, 0.1, 32, dtype=np.float32)
+    y, pos = cpu.rows_relu_maxpool(rows, b, 100, 24, 24, 3, 3, 3, 3)
+    fwd = _ratio(lambda: reference.rows_relu_maxpool(rows, b, 100, 24, 24, 3, 3, 3, 3),
+                 lambda: cpu.rows_relu_maxpool(rows, b, 100, 24, 24, 3, 3, 3, 3))
+    bwd = _ratio(lambda: reference.relu_maxpool_to_rows(y, pos, 24, 24, 3, 3, 3, 3),
+                 lambda: cpu.relu_maxpool_to_rows(y, pos, 24, 24, 3, 3, 3, 3))
+    print(f"fused forward {fwd:.1f}x, backward {bwd:.1f}x")
+    assert fwd >= 3.0 and bwd >= 3.0

@@ -176,3 +176,16 @@ def relu_maxpool_to_rows(dy, pos, OH, OW, KH, KW, SH, SW):
             # '+=': with overlapping windows one position can win several windows
             dz[:, :, i : i + SH * QH : SH, j : j + SW * QW : SW] += g * won
     return nchw_to_rows(dz), g.sum(axis=(0, 2, 3))
+
+
+# ----- the optimiser's update ------------------------------------------------------------------
+
+def sgd_momentum_step(param, grad, velocity, lr, wd, momentum):
+    """SGD with momentum and weight decay, in place on ``param`` and ``velocity``:
+
+        v <- momentum * v - (lr * g + lr * wd * W);   W <- W + v
+    """
+    step = lr * grad + (lr * wd) * param
+    velocity *= momentum
+    velocity -= step
+    param += velocity
