@@ -3,8 +3,9 @@
 Ratios measured in one process on fixed shapes (never absolute times, which depend on the
 machine). Measured on the 2-core development machine: max-pool forward 6-11x, col2im
 2.4-5x, max-pool backward 2.8x (the range: with and without OPENBLAS_CORETYPE set), fused
-ReLU + max-pool 12.6x forward and 20.5x backward; the bars below leave room for a noisy CI machine. (im2col is NOT here: the reference's strided
-slices are already as fast as the Numba copy, so the fast tier only matches it.)
+ReLU + max-pool 12.6x forward and 20.5x backward. The bars below leave room for a noisy CI
+machine. (im2col is NOT here: the reference's strided slices are already as fast as the
+Numba copy, so the fast tier only matches it.)
 """
 
 from __future__ import annotations
