@@ -173,10 +173,17 @@ def worker_torch(net, batch, repeats, warmup, threads):
     out = _timeit_interleaved(steps, repeats, warmup)
     model = build()
 
+    # the attacks do what minirobust's fast_method / pgd do: the adversarial batch AND its
+    # success flags (one more forward pass), so the ratio compares the same work
+    def success(xa):
+        with torch.no_grad():
+            return model((xa - mean) / std).argmax(1) != y
+
     def fgsm():
         xa = x.clone().requires_grad_(True)
         (g,) = torch.autograd.grad(loss_fn(model((xa - mean) / std), y), xa)
-        return (x + 0.062 * g.sign()).clamp(0, 1)
+        xa = (x + 0.062 * g.sign()).clamp(0, 1)
+        return xa, success(xa)
 
     def pgd10():
         xa = (x + torch.empty_like(x).uniform_(-0.062, 0.062)).clamp(0, 1)
@@ -184,7 +191,7 @@ def worker_torch(net, batch, repeats, warmup, threads):
             xa.requires_grad_(True)
             (g,) = torch.autograd.grad(loss_fn(model((xa - mean) / std), y), xa)
             xa = torch.min(torch.max(xa.detach() + 0.0155 * g.sign(), x - 0.062), x + 0.062).clamp(0, 1)
-        return xa
+        return xa, success(xa)
 
     out["attack_fast"] = _timeit(fgsm, repeats, warmup)
     out["attack_pgd10"] = _timeit(pgd10, max(repeats // 4, 3), 1)
