@@ -3,6 +3,10 @@
 Forward runs the layers in order (each keeps what its backward needs); backward replays
 them in reverse and returns dL/dx for the network INPUT, the quantity every attack and
 robust-training step is built on.
+
+On the fast (Numba) tier each Conv2D -> ReLU -> MaxPool2D runs as one fused stage
+(``fused.py``), which gives the same numbers with fewer passes over memory. To step through the
+layers one by one, use the reference tier: ``with kernels.policy("never"): model.forward(x)``.
 """
 
 from __future__ import annotations
