@@ -185,6 +185,7 @@ def _relu_maxpool_to_rows(dy, pos, S, drows, db):
                         total += dy[n, f, qh, qw]
         db[f] = total
 
+
 @njit(**_jit)
 def _sgd_momentum_step(param, grad, velocity, lr, wd, momentum):
     # one pass over the three arrays (NumPy's expression form makes five, single-threaded)
@@ -301,11 +302,11 @@ def warmup(dtypes=(np.float32, np.float64)):
         col2im(cols, x.shape, 2, 2, 1, 1, 0, 0)
         y, am = maxpool_forward(x, 2, 2, 2, 2, 0, 0)
         maxpool_backward(y, am, x.shape, 2, 2, 2, 2, 0, 0)
-        rows = nchw_to_rows(rows_to_nchw(cols, None, 1, 3, 3))
+        rows = nchw_to_rows(rows_to_nchw(cols[:2], np.zeros(2, dt), 1, 3, 3))
         y, pos = rows_relu_maxpool(rows, None, 1, 3, 3, 2, 2, 1, 1)
         relu_maxpool_to_rows(y, pos, 3, 3, 2, 2, 1, 1)
-        sgd_momentum_step(x.copy(), x, x.copy(), 0.1, 0.1, 0.9)
-        nchw_to_rows(rows_to_nchw(cols[:2], np.zeros(2, dt), 1, 3, 3))
+        flat = x.reshape(-1)  # the kernel itself: the wrapper sends arrays this small to NumPy
+        _sgd_momentum_step(flat.copy(), flat, flat.copy(), dt(0.1), dt(0.1), dt(0.9))
 
 
 THREADING_LAYER = os.environ.get("NUMBA_THREADING_LAYER")
