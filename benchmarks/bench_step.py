@@ -42,7 +42,9 @@ def step_flops(net, batch, step):
     return forward_flops(net, batch) * (3 if step == "plain" else 5)
 
 
-def _timeit(fn, repeats, warmup):
+def median_time(fn, repeats, warmup=1):
+    """Median wall time of ``fn()`` over ``repeats`` calls, after ``warmup`` untimed calls.
+    (Also used by tests/test_speed_guard.py.)"""
     for _ in range(warmup):
         fn()
     times = []
@@ -100,9 +102,9 @@ def worker_minirobust(net, batch, repeats, warmup):
         steps[step] = lambda t=trainer: t.train_step(x, y)
     out = _timeit_interleaved(steps, repeats, warmup)
     model = getattr(nets, NETS[net])(seed=0)
-    out["attack_fast"] = _timeit(lambda: fast_method(model, x, y, eps=0.062), repeats, warmup)
-    out["attack_pgd10"] = _timeit(lambda: pgd(model, x, y, eps=0.062, steps=10, rng=0), max(repeats // 4, 3), 1)
-    out["inference"] = _timeit(lambda: model.predict(x), repeats, warmup)
+    out["attack_fast"] = median_time(lambda: fast_method(model, x, y, eps=0.062), repeats, warmup)
+    out["attack_pgd10"] = median_time(lambda: pgd(model, x, y, eps=0.062, steps=10, rng=0), max(repeats // 4, 3), 1)
+    out["inference"] = median_time(lambda: model.predict(x), repeats, warmup)
     out["peak_rss_mb"] = _peak_rss_mb()
     out["rss_growth_mb"] = out["peak_rss_mb"] - rss0
     try:
@@ -193,10 +195,10 @@ def worker_torch(net, batch, repeats, warmup, threads):
             xa = torch.min(torch.max(xa.detach() + 0.0155 * g.sign(), x - 0.062), x + 0.062).clamp(0, 1)
         return xa, success(xa)
 
-    out["attack_fast"] = _timeit(fgsm, repeats, warmup)
-    out["attack_pgd10"] = _timeit(pgd10, max(repeats // 4, 3), 1)
+    out["attack_fast"] = median_time(fgsm, repeats, warmup)
+    out["attack_pgd10"] = median_time(pgd10, max(repeats // 4, 3), 1)
     with torch.no_grad():
-        out["inference"] = _timeit(lambda: model((x - mean) / std).argmax(1), repeats, warmup)
+        out["inference"] = median_time(lambda: model((x - mean) / std).argmax(1), repeats, warmup)
     out["peak_rss_mb"] = _peak_rss_mb()
     out["rss_growth_mb"] = out["peak_rss_mb"] - rss0
     out["torch"] = torch.__version__
@@ -208,7 +210,7 @@ def gemm_gflops(threads, n=2048):
 
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
     b = a.T.copy()
-    t = _timeit(lambda: a @ b, 5, 2)
+    t = median_time(lambda: a @ b, 5, 2)
     return 2 * n**3 / t / 1e9
 
 

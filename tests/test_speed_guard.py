@@ -10,27 +10,16 @@ Numba copy, so the fast tier only matches it.)
 
 from __future__ import annotations
 
-import statistics
-import time
 
 import numpy as np
 import pytest
 
+from benchmarks.bench_step import median_time
 from minirobust.kernels import cpu, reference
 
 
-def _median_time(fn, repeats=15):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _ratio(ref_fn, fast_fn):
-    return _median_time(ref_fn) / _median_time(fast_fn)
+    return median_time(ref_fn, 15) / median_time(fast_fn, 15)
 
 
 @pytest.fixture(scope="module")

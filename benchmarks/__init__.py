@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): `make bench`. A package so that the tests can reuse its timer."""
