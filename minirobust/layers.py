@@ -105,12 +105,17 @@ class Conv2D(Layer):
         self._buffers = {}
 
     def _buffer(self, name, shape, like):
-        """A scratch array of ``shape`` kept between calls (never handed to the caller)."""
+        """A scratch array of ``shape`` kept between calls (never handed to the caller).
+
+        One flat buffer per name serves every smaller shape too (the fused stage's last chunk of
+        images may be smaller than the others), so the memory stays put from step to step.
+        """
+        size = int(np.prod(shape))
         buf = self._buffers.get(name)
-        if buf is None or buf.shape != tuple(shape) or buf.dtype != like.dtype or get_xp(buf) is not get_xp(like):
-            buf = get_xp(like).empty(shape, dtype=like.dtype)
+        if buf is None or buf.size < size or buf.dtype != like.dtype or get_xp(buf) is not get_xp(like):
+            buf = get_xp(like).empty(size, dtype=like.dtype)
             self._buffers[name] = buf
-        return buf
+        return buf[:size].reshape(shape)
 
     def config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
@@ -128,16 +133,21 @@ class Conv2D(Layer):
         # (F, N*OH*OW) + b -> contiguous (N, F, OH, OW), so the next layers read it in order
         return get_op("rows_to_nchw", rows)(rows, self.params.get("b"), N, OH, OW)
 
-    def forward_rows(self, x):
-        """The convolution as one product, without bias: x (N, C, H, W) -> rows (F, N*OH*OW)."""
+    def check_input(self, x):
+        """Raise a clear error for a bad input; return the output size (OH, OW)."""
         checks.check_float(x, "Conv2D input")
         checks.check_rank(x, 4, "(N, C, H, W)", "Conv2D input")
         checks.check_axis(x, 1, self.in_channels, "channels", "Conv2D input")
-        (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
-        N, C, H, W = x.shape
-        OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
+        OH, OW = self.output_shape(x.shape[1:])[1:]
         if OH < 1 or OW < 1:
             raise InputError(f"Conv2D input {tuple(x.shape)} is smaller than the kernel {self.kernel_size}")
+        return OH, OW
+
+    def forward_rows(self, x):
+        """The convolution as one product, without bias: x (N, C, H, W) -> rows (F, N*OH*OW)."""
+        OH, OW = self.check_input(x)
+        (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
+        N, C = x.shape[:2]
         # (K, P); the buffer is reused across calls: a fresh one costs page faults every step
         cols = get_op("im2col", x)(x, KH, KW, SH, SW, PH, PW, out=self._buffer("cols", (C * KH * KW, N * OH * OW), x))
         self._x_shape, self._cols = x.shape, cols
@@ -152,8 +162,6 @@ class Conv2D(Layer):
     def backward_rows(self, dy_rows, db, param_grads=True, input_grad=True):
         """Backward from the gradient of the product rows (F, P); ``db`` is the bias gradient."""
         _require_forward(self, "_cols")
-        (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
-        F = self.out_channels
         if param_grads:
             # dW = dy_rows @ cols.T, computed as (cols @ dy_rows.T).T: the same numbers, but
             # OpenBLAS runs this orientation 20-30% faster on the benchmark nets' shapes
@@ -162,9 +170,19 @@ class Conv2D(Layer):
                 self.grads["b"] = db
         if not input_grad:
             return None
-        dcols = self._buffer("dcols", self._cols.shape, dy_rows)
-        get_xp(dy_rows).matmul(self.params["W"].reshape(F, -1).T, dy_rows, out=dcols)  # (K, P)
-        return get_op("col2im", dcols)(dcols, self._x_shape, KH, KW, SH, SW, PH, PW)
+        return self.input_gradient_from_rows(dy_rows, self._x_shape)
+
+    def input_gradient_from_rows(self, dy_rows, x_shape):
+        """dL/dx for inputs of ``x_shape`` from the gradient of their product rows (F, P).
+
+        ``x_shape`` may cover only some of the last forward's images (the fused stage goes a
+        chunk of images at a time); the rows are then those images' columns.
+        """
+        (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
+        K = self.in_channels * KH * KW
+        dcols = self._buffer("dcols", (K, dy_rows.shape[1]), dy_rows)
+        get_xp(dy_rows).matmul(self.params["W"].reshape(self.out_channels, K).T, dy_rows, out=dcols)  # (K, P)
+        return get_op("col2im", dcols)(dcols, tuple(x_shape), KH, KW, SH, SW, PH, PW)
 
 
 class MaxPool2D(Layer):

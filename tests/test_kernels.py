@@ -54,6 +54,22 @@ def test_maxpool_match(problem):
                                reference.maxpool_backward(dy, am_ref, shape, *win), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape, win", [
+    ((2, 2, 3, 4), (2, 2, 1, 1, 3, 4)),  # padding wider than the kernel and the image
+    ((1, 1, 5, 5), (3, 3, 2, 3, 2, 2)),  # strides that step over the image's edge
+    ((3, 1, 1, 1), (1, 1, 1, 1, 2, 0)),  # a 1x1 image in rows of padding
+    ((2, 2, 1, 1), (5, 5, 1, 1, 2, 2)),  # window offsets that see only padding on one side
+    ((2, 3, 6, 40), (3, 5, 1, 1, 1, 2)),  # rows long enough for the slice-copy path
+])
+def test_im2col_col2im_match_with_big_padding(shape, win):
+    # im2col / col2im work out the padding themselves (no padded copy): every edge case of it
+    x = _x(shape, 0)
+    cols_ref = reference.im2col(x, *win)
+    np.testing.assert_array_equal(cpu.im2col(x, *win), cols_ref)
+    g = _x(cols_ref.shape, 1)
+    np.testing.assert_allclose(cpu.col2im(g, shape, *win), reference.col2im(g, shape, *win), rtol=1e-5, atol=1e-5)
+
+
 def test_col2im_is_adjoint_of_im2col():
     # <im2col(x), g> == <x, col2im(g)>: the defining property of a correct backward
     shape, win = (2, 3, 7, 8), (3, 3, 2, 1, 1, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minirobust import kernels, nets
+from minirobust import fused, kernels, nets
 from minirobust.data import iterate_minibatches, separable_images
 from minirobust.errors import CheckpointError, InputError
 from minirobust.gradcheck import check_grad
@@ -28,8 +28,11 @@ def test_whole_net_input_gradient_matches_finite_differences(pol):
     assert ("ConvReluPool" in ran) == (pol == "always")
 
 
+@pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["default-chunks", "one-image-chunks"])
 @pytest.mark.parametrize("build", [nets.paper_mnist, nets.large_mnist])
-def test_fused_stages_give_the_layer_by_layer_numbers(build):
+def test_fused_stages_give_the_layer_by_layer_numbers(build, chunk_bytes, monkeypatch):
+    if chunk_bytes is not None:  # the fused backward's input gradient goes a chunk of images at a time
+        monkeypatch.setattr(fused, "CHUNK_BYTES", chunk_bytes)
     model = build(seed=0, dtype=np.float64)
     x, y = np.random.default_rng(1).random((6, 1, 28, 28)), np.arange(6)
     results = {}
@@ -48,6 +51,14 @@ def test_fused_stages_give_the_layer_by_layer_numbers(build):
     for name in g0:
         np.testing.assert_allclose(g1[name], g0[name], rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(d1[name], d0[name], rtol=1e-9, atol=1e-12)
+
+
+def test_image_chunks_cover_the_batch_in_near_equal_parts():
+    assert fused.image_chunks(10, 100, budget=1000) == [(0, 10)]
+    assert fused.image_chunks(10, 100, budget=400) == [(0, 4), (4, 8), (8, 10)]
+    assert fused.image_chunks(5, 100, budget=1) == [(i, i + 1) for i in range(5)]  # at least one image
+    chunks = fused.image_chunks(100, 627_200, budget=8 << 20)  # the larger net's 2nd convolution
+    assert chunks[0] == (0, 13) and chunks[-1][1] == 100 and len(chunks) == 8
 
 
 def test_loss_and_grads_input_gradient_matches_finite_differences():
