@@ -18,11 +18,11 @@ window, or -1 where the maximum is <= 0 and ReLU passes no gradient.
 Why chunks for dx: ``W.T @ drows`` is as big as im2col's columns, KH*KW times the input (63 MB
 for the larger benchmark net's second convolution at batch 100). Written whole, it has left the
 cache before col2im reads it back. A chunk of about ``CHUNK_BYTES`` stays in cache between the
-two: measured on that convolution, its backward went from 21.5 to 18.8 ms and its input-only
-backward (the ascent's) from 14.6 to 12.0 ms. Chunking the forward's im2col and product the same
-way was slower (14.4 -> 15.5-16.6 ms: the product runs less efficiently on fewer columns), so
-the forward stays whole. Convolutions whose columns fit in one chunk (the paper's net) run as
-before.
+two: measured on that convolution (two runs), its backward went from 21.5 to 18.8-18.9 ms and
+its input-only backward (the ascent's) from 14.6-14.7 to 12.0-12.5 ms. Chunking the forward's
+im2col and product the same way was slower (14.4 -> 15.5-16.6 ms: the product runs less
+efficiently on fewer columns), so the forward stays whole. Convolutions whose columns fit in
+one chunk (the paper's net) run as before.
 
 The stage owns no parameters: it uses the Conv2D's, and writes the Conv2D's ``grads``, so
 optimisers, checkpoints and ``Sequential.gradients()`` see no difference. Only the fast tier
