@@ -114,10 +114,13 @@ def worker_minirobust(net, batch, repeats, warmup):
                        for i in threadpool_info()]
     except ImportError:
         out["blas"] = ["(threadpoolctl not installed)"]
+    out["threads"] = cpu.threads.describe()
     return out
 
 
 def worker_torch(net, batch, repeats, warmup, threads):
+    # PyTorch runs with its own thread defaults: minirobust's thread settings (kernels/threads.py,
+    # applied when the Numba tier loads) must not reach it, and do not: this process never loads it
     from minirobust.hostmem import tune_allocator  # noqa: PLC0415
 
     tune_allocator()  # the same allocator settings for PyTorch's CPU tensors (they use malloc too)
@@ -202,6 +205,8 @@ def worker_torch(net, batch, repeats, warmup, threads):
     out["peak_rss_mb"] = _peak_rss_mb()
     out["rss_growth_mb"] = out["peak_rss_mb"] - rss0
     out["torch"] = torch.__version__
+    assert "minirobust.kernels.cpu" not in sys.modules, "minirobust's thread settings leaked into the PyTorch worker"
+    out["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "(default)")
     return out
 
 
@@ -221,6 +226,8 @@ def run_worker(kind, net, batch, args):
            "MKL_NUM_THREADS": str(args.threads), "NUMBA_NUM_THREADS": str(args.threads)}
     if args.no_malloc_tuning:
         env["MINIROBUST_MALLOC_TUNING"] = "0"
+    if args.no_thread_tuning:
+        env["MINIROBUST_THREAD_TUNING"] = "0"
     env.pop("OPENBLAS_CORETYPE", None)
     env.pop("OPENBLAS_L2_SIZE", None)
     code = (f"import json, sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
@@ -250,6 +257,9 @@ def main(argv=None):
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-malloc-tuning", action="store_true",
                    help="keep glibc's default allocator settings in both workers (see minirobust/hostmem.py)")
+    p.add_argument("--no-thread-tuning", action="store_true",
+                   help="minirobust without its thread settings (Numba workqueue layer, OpenBLAS as it is; "
+                        "see minirobust/kernels/threads.py)")
     p.add_argument("--json", default=None, help="also write all figures to this JSON file")
     args = p.parse_args(argv)
     configs = [("paper", 100)] if args.quick else [("paper", 100), ("paper", 128), ("large", 100), ("large", 128)]
@@ -276,6 +286,7 @@ def main(argv=None):
         print(f"  peak RSS: minirobust {mr['peak_rss_mb']:.0f} MB (+{mr['rss_growth_mb']:.0f} while running)"
               + (f", PyTorch {th['peak_rss_mb']:.0f} MB (+{th['rss_growth_mb']:.0f})" if th else ""))
         print(f"  BLAS: {'; '.join(mr['blas'])}")
+        print(f"  minirobust threads: {mr['threads']}" + (f"; PyTorch OMP_WAIT_POLICY {th['omp_wait_policy']}" if th else ""))
         report["results"].append({"net": net, "batch": batch, "minirobust": mr, "torch": th})
     if args.json:
         with open(args.json, "w") as f:

@@ -27,7 +27,8 @@ from .model import Sequential  # noqa: E402
 def info(as_dict: bool = False):
     """Print (or return) versions, devices, the backend and each op's kernel tier."""
     out = {"minirobust": __version__, **backend.info(),
-           "kernel_policy": kernels.get_policy(), "kernel_tiers": kernels.describe()}
+           "kernel_policy": kernels.get_policy(), "kernel_tiers": kernels.describe(),
+           "cpu_threads": kernels.thread_settings()}
     if as_dict:
         return out
     for k, v in out.items():

@@ -62,7 +62,7 @@ def test_to_device_and_host():
 
 def test_info_lists_versions_and_tiers():
     d = mr.info(as_dict=True)
-    for key in ("minirobust", "numpy", "numba", "backend", "kernel_tiers", "kernel_policy"):
+    for key in ("minirobust", "numpy", "numba", "backend", "kernel_tiers", "kernel_policy", "cpu_threads"):
         assert key in d
     assert set(d["kernel_tiers"]) == set(mr.kernels.OPS)
     if d["cupy"] is None:

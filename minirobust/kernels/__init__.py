@@ -99,6 +99,15 @@ def describe() -> dict:
     return {op: tier_for(None) for op in OPS}
 
 
+def thread_settings() -> dict:
+    """How the fast tier's threads and OpenBLAS's share the cores (see threads.py)."""
+    if _cpu() is None:
+        return {"fast tier": f"not loaded ({_cpu_error})"}
+    from . import threads  # noqa: PLC0415
+
+    return threads.describe()
+
+
 def warmup(dtype="float32"):
     """Compile (or load from Numba's on-disk cache) the fast tier's kernels for ``dtype`` now,
     so that the first training step is not charged for it. A no-op on the reference tier."""

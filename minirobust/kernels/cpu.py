@@ -1,18 +1,18 @@
 """The fast CPU tier: Numba kernels with the same signatures as ``reference.py``.
 
 Each public function checks nothing and converts nothing beyond what the kernel needs;
-the layers validate inputs once. The loops are parallel over the batch (``prange`` over
-n), so two threads never write the same output element and no atomics are needed.
+the layers validate inputs once. The loops are parallel (``prange``) over images, channels
+or rows, so two threads never write the same output element and no atomics are needed.
 
-Numba's default threading layer (OpenMP) fights OpenBLAS for the cores; the workqueue
-layer does not, so we pick it before Numba starts (unless the user chose one already).
+Numba's threads and OpenBLAS's share the cores; ``threads.configure()`` (run before Numba
+starts its threads) makes each pool sleep while the other works: see threads.py.
 """
 
 from __future__ import annotations
 
-import os
+from . import threads
 
-os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+threads.configure()
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
@@ -309,5 +309,4 @@ def warmup(dtypes=(np.float32, np.float64)):
         _sgd_momentum_step(flat.copy(), flat, flat.copy(), dt(0.1), dt(0.1), dt(0.9))
 
 
-THREADING_LAYER = os.environ.get("NUMBA_THREADING_LAYER")
 NUMBA_VERSION = numba.__version__
