@@ -102,3 +102,40 @@ def test_thread_settings_do_not_change_the_numbers(tuned):
     off = probe(MINIROBUST_THREAD_TUNING="0")
     np.testing.assert_array_equal(np.array(tuned["dx"]), np.array(off["dx"]))
     np.testing.assert_array_equal(np.array(tuned["dW1"]), np.array(off["dW1"]))
+
+
+FORK_PROBE = """
+import multiprocessing as mp, sys
+import numpy as np
+from minirobust import nets
+from minirobust.kernels import cpu
+import numba
+
+model = nets.paper_mnist(seed=0, dtype=np.float64)
+x = np.random.default_rng(0).random((4, 1, 28, 28))
+def input_grad():
+    return model.input_gradient(x, np.arange(4))
+parent = input_grad()  # starts the thread team
+def child(q):
+    q.put((input_grad().tolist(), cpu._forked_after_openmp_started))
+ctx = mp.get_context("fork")
+q = ctx.Queue()
+p = ctx.Process(target=child, args=(q,))
+p.start()
+dx, one_thread = q.get(timeout=120)  # the child compiles its one-thread builds first
+p.join(60)
+assert p.exitcode == 0, p.exitcode
+np.testing.assert_array_equal(np.array(dx), parent)
+print(numba.threading_layer(), one_thread)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
+def test_a_forked_child_runs_the_kernels():
+    # GNU OpenMP cannot run in a child forked after the parent started it; the kernels then
+    # run their one-thread builds there, and give the same numbers
+    full = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
+    res = subprocess.run([sys.executable, "-c", FORK_PROBE], capture_output=True, text=True, env=full, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    layer, one_thread = res.stdout.split()[-2:]
+    assert one_thread == str(layer == "omp")

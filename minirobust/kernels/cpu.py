@@ -10,6 +10,8 @@ starts its threads) makes each pool sleep while the other works: see threads.py.
 
 from __future__ import annotations
 
+import os
+
 from . import threads
 
 threads.configure()
@@ -24,10 +26,45 @@ from .reference import output_size  # noqa: E402
 _jit = dict(cache=True, parallel=True, fastmath=False, nogil=True)
 
 
+class _Kernel:
+    """One loop nest, two builds: on Numba's thread team (``prange`` splits the loop) or on
+    the calling thread alone (``prange`` runs as ``range``).
+
+    The one-thread build is for a process forked after the team started under the OpenMP
+    layer: GNU OpenMP cannot run in such a child (Numba would stop it), so the child runs the
+    same loops on one thread. It is compiled there on first use (not cached: Numba's on-disk
+    cache tells builds of one function apart by signature only).
+    """
+
+    def __init__(self, fn):
+        self.py_func = fn
+        self.team = njit(**_jit)(fn)
+        self.one_thread = njit(**{**_jit, "parallel": False, "cache": False})(fn)
+
+    def __call__(self, *args):
+        return (self.one_thread if _forked_after_openmp_started else self.team)(*args)
+
+
+_forked_after_openmp_started = False
+
+
+def _after_fork_in_child():
+    global _forked_after_openmp_started
+    try:
+        started = numba.threading_layer() == "omp"
+    except ValueError:  # the parent never started the team: the child can start its own
+        started = False
+    _forked_after_openmp_started = _forked_after_openmp_started or started
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 # The kernels below read a PRE-PADDED input (zeros for im2col, -inf for pooling), so their
 # inner loops have no bounds checks and compile to straight, vectorisable copies.
 
-@njit(**_jit)
+@_Kernel
 def _im2col(xpad, KH, KW, SH, SW, OH, OW, cols):
     N = xpad.shape[0]
     for row in prange(cols.shape[0]):  # each thread fills whole rows: long contiguous writes
@@ -57,7 +94,7 @@ def _fold_row(crow, dxpad, c, i, j, N, OH, OW, SH, SW):
                 dxpad[n, c, h, ow * SW + j] += crow[base + ow]
 
 
-@njit(**_jit)
+@_Kernel
 def _col2im(cols, KH, KW, SH, SW, OH, OW, dxpad):
     N, C = dxpad.shape[0], dxpad.shape[1]
     # parallel over channels: each task streams its channel's KH*KW rows of cols in order.
@@ -74,7 +111,7 @@ def _col2im(cols, KH, KW, SH, SW, OH, OW, dxpad):
                     _fold_row(crow, dxpad, c, i, j, N, OH, OW, SH, SW)
 
 
-@njit(**_jit)
+@_Kernel
 def _maxpool_forward(xpad, KH, KW, SH, SW, y, argmax):
     N, C = xpad.shape[0], xpad.shape[1]
     OH, OW = y.shape[2], y.shape[3]
@@ -94,7 +131,7 @@ def _maxpool_forward(xpad, KH, KW, SH, SW, y, argmax):
                     argmax[n, c, oh, ow] = best_k
 
 
-@njit(**_jit)
+@_Kernel
 def _maxpool_backward(dy, argmax, KW, SH, SW, PH, PW, dx):
     N, C, H, W = dx.shape
     OH, OW = dy.shape[2], dy.shape[3]
@@ -111,7 +148,7 @@ def _maxpool_backward(dy, argmax, KW, SH, SW, PH, PW, dx):
                     dx[n, c, h, w] += dy[n, c, oh, ow]
 
 
-@njit(**_jit)
+@_Kernel
 def _rows_to_nchw(rows, b, N, OH, OW, y):
     F = rows.shape[0]
     S = OH * OW
@@ -122,7 +159,7 @@ def _rows_to_nchw(rows, b, N, OH, OW, y):
                 y[n, f, s] = rows[f, n * S + s] + bias
 
 
-@njit(**_jit)
+@_Kernel
 def _nchw_to_rows(dy, rows):
     N, F, S = dy.shape
     for f in prange(F):
@@ -153,7 +190,7 @@ def _relu_maxpool_plane(plane, bias, OW, KH, KW, SH, SW, y, pos):
                 pos[qh, qw] = -1
 
 
-@njit(**_jit)
+@_Kernel
 def _rows_relu_maxpool(rows, b, N, OH, OW, KH, KW, SH, SW, y, pos):
     F = rows.shape[0]
     S = OH * OW
@@ -170,7 +207,7 @@ def _rows_relu_maxpool(rows, b, N, OH, OW, KH, KW, SH, SW, y, pos):
                 _relu_maxpool_plane(plane, b[f], OW, KH, KW, SH, SW, y[n, f], pos[n, f])
 
 
-@njit(**_jit)
+@_Kernel
 def _relu_maxpool_to_rows(dy, pos, S, drows, db):
     N, F, QH, QW = dy.shape
     for f in prange(F):  # each thread owns whole rows of drows: a memset, then a scatter
@@ -186,7 +223,7 @@ def _relu_maxpool_to_rows(dy, pos, S, drows, db):
         db[f] = total
 
 
-@njit(**_jit)
+@_Kernel
 def _sgd_momentum_step(param, grad, velocity, lr, wd, momentum):
     # one pass over the three arrays (NumPy's expression form makes five, single-threaded)
     for k in prange(param.size):

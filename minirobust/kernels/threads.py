@@ -22,6 +22,9 @@ Whatever you set yourself wins: ``NUMBA_THREADING_LAYER``, ``OMP_WAIT_POLICY`` a
 ``MINIROBUST_THREAD_TUNING=0`` turns all of this off (then: the workqueue layer, OpenBLAS as
 it is). Where something cannot be done (no OpenBLAS, no OpenMP runtime, Numba's threads
 already started by other code) the rest still is, and ``describe()`` says what is in effect.
+The settings are environment variables, so they are process-wide: an OpenMP library loaded
+later in the same process (PyTorch's, say) and child processes see them too. GNU OpenMP cannot
+run in a process forked after it started; there the kernels run on one thread (cpu._Kernel).
 """
 
 from __future__ import annotations
