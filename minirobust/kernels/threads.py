@@ -113,6 +113,9 @@ def _shorten_openblas_timeout() -> str:
     OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when it creates its workers. They exist already
     (NumPy is imported), so we re-read the environment and stop them; OpenBLAS starts them
     again, with the new timeout, at the next product (the path it takes after a fork).
+    Stopping them must not race a product on another Python thread: the fast tier loads on the
+    first fast op (or ``kernels.warmup()``), on the thread that calls it. If other threads of
+    yours run NumPy products at that moment, set OPENBLAS_THREAD_TIMEOUT yourself instead.
     """
     if "OPENBLAS_THREAD_TIMEOUT" in os.environ:
         return f"{os.environ['OPENBLAS_THREAD_TIMEOUT']} (from the environment)"
@@ -128,8 +131,10 @@ def _shorten_openblas_timeout() -> str:
         read_env()
         shutdown()
         timeout.restype = ctypes.c_int
-        if timeout() == BLAS_TIMEOUT:
+        now = timeout()
+        if now == BLAS_TIMEOUT:
             return f"2^{BLAS_TIMEOUT} cycles ({os.path.basename(path)})"
+        return f"2^{now} cycles ({os.path.basename(path)} did not take the new setting)"
     return "untouched (no OpenBLAS with a thread server found)"
 
 
