@@ -25,6 +25,11 @@ def _is_weight(name: str) -> bool:
     return name.endswith(".W")
 
 
+def _full_gradient(param, grad, wd):
+    """The loss gradient plus weight decay's (wd * param); ``grad`` itself when wd is 0."""
+    return grad + wd * param if wd else grad
+
+
 class Optimizer:
     """Shared bookkeeping: the step counter, the lr schedule, weight decay, state I/O."""
 
@@ -90,7 +95,7 @@ class SGD(Optimizer):
             v = self._buffer("velocity", name, param)
             get_op("sgd_momentum_step", param)(param, grad, v, lr, wd, self.momentum)
             return param
-        g = grad + wd * param if wd else grad
+        g = _full_gradient(param, grad, wd)
         if self.momentum == 0:
             return param - lr * g
         v = self._buffer("velocity", name, param)
@@ -111,7 +116,7 @@ class Adam(Optimizer):
 
     def _update(self, name, param, grad, lr, wd):
         xp = get_xp(param)
-        g = grad + wd * param if wd else grad
+        g = _full_gradient(param, grad, wd)
         m, v = self._buffer("m", name, param), self._buffer("v", name, param)
         m *= self.beta1
         m += (1 - self.beta1) * g

@@ -19,7 +19,7 @@ ENV_KEYS = ("NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT
 
 # runs one fused conv stage forward and backward, then reports the settings in effect
 PROBE = """
-import json, os, sys
+import json
 import numpy as np
 {before}
 from minirobust import nets
@@ -33,15 +33,8 @@ out["layer"] = numba.threading_layer()
 out["omp_available"] = threads._omp_layer_loads()
 out["dx"] = dx.ravel().tolist()
 out["dW1"] = grads["1_conv2d.W"].ravel().tolist()
-out["timeout_now"] = None
-for path in threads._loaded_libraries("openblas"):
-    import ctypes
-    try:
-        f = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_NOW).openblas_thread_timeout
-    except (OSError, AttributeError):
-        continue
-    f.restype = ctypes.c_int
-    out["timeout_now"] = f()
+servers = threads.openblas_thread_servers()
+out["timeout_now"] = servers[0][1].openblas_thread_timeout() if servers else None
 print(json.dumps(out))
 """
 

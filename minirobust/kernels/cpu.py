@@ -37,7 +37,6 @@ class _Kernel:
     """
 
     def __init__(self, fn):
-        self.py_func = fn
         self.team = njit(**_jit)(fn)
         self.one_thread = njit(**{**_jit, "parallel": False, "cache": False})(fn)
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import ctypes
 import importlib
 import os
-import sys
 
 BLAS_TIMEOUT = 4  # OpenBLAS's minimum: idle workers sleep after 2^4 cycles
 _state = {}  # what configure() did, for describe()
@@ -92,9 +91,7 @@ def _omp_layer_loads() -> bool:
 
 def _choose_numba_layer(preferred: str) -> str:
     """Use ``preferred`` unless the user chose a layer or Numba's threads already run."""
-    if "NUMBA_THREADING_LAYER" in os.environ and "numba" not in sys.modules:
-        return f"{os.environ['NUMBA_THREADING_LAYER']} (from the environment)"
-    import numba  # noqa: PLC0415
+    import numba  # noqa: PLC0415  (reads NUMBA_THREADING_LAYER into numba.config on import)
 
     try:
         return f"{numba.threading_layer()} (started before minirobust could choose)"
@@ -119,23 +116,33 @@ def _shorten_openblas_timeout() -> str:
     """
     if "OPENBLAS_THREAD_TIMEOUT" in os.environ:
         return f"{os.environ['OPENBLAS_THREAD_TIMEOUT']} (from the environment)"
-    import numpy  # noqa: PLC0415, F401  (loads the BLAS)
-
-    for path in _loaded_libraries("openblas"):
-        try:
-            lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_NOW)
-            read_env, shutdown, timeout = lib.openblas_read_env, lib.blas_thread_shutdown_, lib.openblas_thread_timeout
-        except (OSError, AttributeError):
-            continue
+    for path, lib in openblas_thread_servers():
         os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(BLAS_TIMEOUT)
-        read_env()
-        shutdown()
-        timeout.restype = ctypes.c_int
-        now = timeout()
+        lib.openblas_read_env()
+        lib.blas_thread_shutdown_()
+        now = lib.openblas_thread_timeout()
         if now == BLAS_TIMEOUT:
             return f"2^{BLAS_TIMEOUT} cycles ({os.path.basename(path)})"
         return f"2^{now} cycles ({os.path.basename(path)} did not take the new setting)"
     return "untouched (no OpenBLAS with a thread server found)"
+
+
+def openblas_thread_servers() -> list:
+    """(path, ctypes library) of each loaded OpenBLAS that exports what the settings above use:
+    ``openblas_read_env``, ``blas_thread_shutdown_`` and ``openblas_thread_timeout`` (which
+    returns the timeout in effect, as a power of 2)."""
+    import numpy  # noqa: PLC0415, F401  (loads the BLAS)
+
+    found = []
+    for path in _loaded_libraries("openblas"):
+        try:
+            lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_NOW)
+            lib.openblas_read_env, lib.blas_thread_shutdown_  # noqa: B018  (present?)
+            lib.openblas_thread_timeout.restype = ctypes.c_int
+        except (OSError, AttributeError):
+            continue
+        found.append((path, lib))
+    return found
 
 
 def _loaded_libraries(name_part: str) -> list:
