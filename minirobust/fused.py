@@ -15,6 +15,15 @@ It pools before the ReLU, which is exact because both are monotone (relu(max z) 
 the ReLU then touches 1/(KH*KW) of the values. ``pos`` holds the winning position of each
 window, or -1 where the maximum is <= 0 and ReLU passes no gradient.
 
+The input gradient from the pool winners: each live pooled output has one winner, and its
+gradient reaches the input through the filter W[f] shifted to the winner's place in the window.
+On the fast CPU tier, where one image's window patches are small (``PATCH_BYTES``: a first
+layer, or a late layer on few windows), ``conv_relu_maxpool_input_grad`` sums dy * shifted W[f]
+into each window's patch and adds the patches onto the image: no drows, no columns, and a
+quarter of the multiply-adds on the paper's first layer (W.T @ drows multiplies every
+non-winner's zero too). That first layer's gradient is work only the ascent step does, so it
+weighs most on the robust/plain step ratio. Elsewhere dx = col2im(W.T @ drows):
+
 Why chunks for dx: ``W.T @ drows`` is as big as im2col's columns, KH*KW times the input (63 MB
 for the larger benchmark net's second convolution at batch 100). Written whole, it has left the
 cache before col2im reads it back. A chunk of about ``CHUNK_BYTES`` stays in cache between the
@@ -34,12 +43,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import get_op
+from .kernels import get_op, tier_for
 from .layers import Conv2D, MaxPool2D, ReLU
 
 # Bytes of the input gradient's columns per chunk. 8 MB measured best of 2-16 MB on a 2-core
 # AMD EPYC (2 MB L2 per core, 32 MB L3); the paper's net (<= 5.8 MB) never splits.
 CHUNK_BYTES = 8 << 20
+
+# The input gradient goes straight from the pool winners when one image's window patches take at
+# most this many bytes. Measured on the benchmark nets' four convolutions (batch 100): faster
+# with patches of 16-38 KB per image (paper net 1.9 -> 1.0 ms and 2.0 -> 1.6 ms, larger net's
+# first convolution 3.7 -> 2.3 ms), slower with 225 KB (larger net's second, 15.6 -> 17.1 ms).
+PATCH_BYTES = 64 << 10
 
 
 def can_fuse(layers) -> bool:
@@ -93,6 +108,10 @@ class ConvReluPool:
             self.conv.backward_rows(drows, db, param_grads=True, input_grad=False)
         if not input_grad:
             return None
+        if self._input_grad_from_winners(dy):
+            conv = self.conv
+            return get_op("conv_relu_maxpool_input_grad", dy)(dy, self._pos, conv.params["W"], self._x_shape, OH, OW,
+                                                              KH, KW, SH, SW, conv.stride, conv.padding)
         N, S = self._x_shape[0], OH * OW
         K = self.conv.in_channels * self.conv.kernel_size[0] * self.conv.kernel_size[1]
         dx = None
@@ -108,6 +127,17 @@ class ConvReluPool:
                 dx = np.empty(self._x_shape, dtype=dy.dtype)
             dx[start:stop] = dx_chunk
         return dx
+
+    def _input_grad_from_winners(self, dy) -> bool:
+        """Take dx straight from the pool winners (one kernel) rather than drows -> W.T @ drows
+        -> col2im? On the fast CPU tier, when one image's window patches fit ``PATCH_BYTES``."""
+        if tier_for(dy) != "cpu":
+            return False
+        (KH, KW), (SH, SW) = self.pool.kernel_size, self.conv.stride
+        (CKH, CKW), C = self.conv.kernel_size, self.conv.in_channels
+        QH, QW = self._pos.shape[2:]
+        patch = C * ((KH - 1) * SH + CKH) * ((KW - 1) * SW + CKW)
+        return QH * QW * patch * dy.itemsize <= PATCH_BYTES
 
     def __repr__(self):
         return f"ConvReluPool({self.conv!r}, {self.pool!r})"

@@ -162,6 +162,51 @@ def test_rows_relu_maxpool_ties_and_nonpositive_windows():
         np.testing.assert_array_equal(db, [5.0])
 
 
+@st.composite
+def stage_problems(draw):
+    """A conv -> ReLU -> pool stage: conv geometry, pool geometry, sizes (dead windows included)."""
+    CK, CS, CP = draw(st.integers(1, 5)), draw(st.integers(1, 2)), draw(st.integers(0, 2))
+    PK, PS = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    CP = min(CP, CK - 1)
+    smallest = (PK - 1) * CS + CK  # one pooling window's worth of conv outputs
+    H, W = draw(st.integers(smallest, 14)), draw(st.integers(smallest, 14))
+    N, C, F = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 5))
+    return (N, C, H, W), F, (CK, CS, CP), (PK, PS), draw(st.integers(0, 2**31 - 1))
+
+
+def _stage_gradient_problem(shape, F, conv, pool, seed, dtype):
+    (N, C, H, W), (CK, CS, CP), (PK, PS) = shape, conv, pool
+    OH, OW = output_size(H, CK, CS, CP), output_size(W, CK, CS, CP)
+    weights = _x((F, C, CK, CK), seed, dtype)
+    rows = weights.reshape(F, -1) @ reference.im2col(_x(shape, seed + 1, dtype), CK, CK, CS, CS, CP, CP)
+    _, pos = reference.rows_relu_maxpool(rows, _x((F,), seed + 2, dtype), N, OH, OW, PK, PK, PS, PS)
+    dy = _x(pos.shape, seed + 3, dtype)
+    return dy, pos, weights, shape, OH, OW, PK, PK, PS, PS, (CS, CS), (CP, CP)
+
+
+@settings(max_examples=60, deadline=None)
+@given(stage_problems())
+def test_conv_relu_maxpool_input_grad_tiers_match(problem):
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):
+        args = _stage_gradient_problem(*problem, dtype)
+        want = reference.conv_relu_maxpool_input_grad(*args)
+        got = cpu.conv_relu_maxpool_input_grad(*args)
+        assert got.shape == args[3] and got.dtype == dtype and got.flags.c_contiguous
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+def test_conv_relu_maxpool_input_grad_is_the_three_backward_steps():
+    # the reference op against the layer-by-layer chain: pool routing, ReLU mask, conv backward
+    dy, pos, weights, shape, OH, OW, *win, conv_stride, conv_pad = _stage_gradient_problem(
+        (2, 2, 11, 10), 3, (3, 1, 1), (3, 2), 7, np.float64)
+    drows, _ = reference.relu_maxpool_to_rows(dy, pos, OH, OW, *win)
+    dcols = weights.reshape(3, -1).T @ drows
+    want = reference.col2im(dcols, shape, 3, 3, 1, 1, 1, 1)
+    np.testing.assert_allclose(reference.conv_relu_maxpool_input_grad(dy, pos, weights, shape, OH, OW, *win,
+                                                                     conv_stride, conv_pad), want, rtol=1e-12)
+    assert (pos == -1).any() and (pos >= 0).any()  # both live and dead windows took part
+
+
 @pytest.mark.parametrize("size", [10, 200_000])  # below and above the size where the threads start
 def test_sgd_momentum_step_tiers_match(size):
     rng = np.random.default_rng(size)

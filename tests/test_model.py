@@ -28,11 +28,13 @@ def test_whole_net_input_gradient_matches_finite_differences(pol):
     assert ("ConvReluPool" in ran) == (pol == "always")
 
 
-@pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["default-chunks", "one-image-chunks"])
+@pytest.mark.parametrize("path", ["default", "no-winners", "one-image-chunks"])
 @pytest.mark.parametrize("build", [nets.paper_mnist, nets.large_mnist])
-def test_fused_stages_give_the_layer_by_layer_numbers(build, chunk_bytes, monkeypatch):
-    if chunk_bytes is not None:  # the fused backward's input gradient goes a chunk of images at a time
-        monkeypatch.setattr(fused, "CHUNK_BYTES", chunk_bytes)
+def test_fused_stages_give_the_layer_by_layer_numbers(build, path, monkeypatch):
+    if path != "default":  # the input gradient through drows -> W.T @ drows -> col2im, not the winners
+        monkeypatch.setattr(fused, "PATCH_BYTES", -1)
+    if path == "one-image-chunks":  # ... and a chunk of images at a time
+        monkeypatch.setattr(fused, "CHUNK_BYTES", 1)
     model = build(seed=0, dtype=np.float64)
     x, y = np.random.default_rng(1).random((6, 1, 28, 28)), np.arange(6)
     results = {}
@@ -51,6 +53,19 @@ def test_fused_stages_give_the_layer_by_layer_numbers(build, chunk_bytes, monkey
     for name in g0:
         np.testing.assert_allclose(g1[name], g0[name], rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(d1[name], d0[name], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("build, expected", [(nets.paper_mnist, [True, True]), (nets.large_mnist, [True, False])])
+def test_which_stages_take_the_input_gradient_from_the_pool_winners(build, expected):
+    # the rule (fused.PATCH_BYTES) picks the winners kernel where it measured faster
+    model = build(seed=0)
+    x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    with kernels.policy("always"):
+        model.forward(x)
+        stages = [s for s in model._stages if isinstance(s, fused.ConvReluPool)]
+        assert [s._input_grad_from_winners(x) for s in stages] == expected
+    with kernels.policy("never"):  # the reference tier never does (nor does it fuse)
+        assert not any(s._input_grad_from_winners(x) for s in stages)
 
 
 def test_image_chunks_cover_the_batch_in_near_equal_parts():

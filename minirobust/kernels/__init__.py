@@ -21,7 +21,7 @@ from ..errors import BackendError
 from . import reference
 
 OPS = ("im2col", "col2im", "maxpool_forward", "maxpool_backward", "rows_to_nchw", "nchw_to_rows",
-       "rows_relu_maxpool", "relu_maxpool_to_rows", "sgd_momentum_step")
+       "rows_relu_maxpool", "relu_maxpool_to_rows", "conv_relu_maxpool_input_grad", "sgd_momentum_step")
 POLICIES = ("auto", "always", "never")
 
 _policy = None

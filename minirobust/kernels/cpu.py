@@ -222,6 +222,44 @@ def _relu_maxpool_to_rows(dy, pos, S, drows, db):
         db[f] = total
 
 
+# ----- the fused stage's input gradient, straight from the pool winners ----------------------
+# Each live pooled output (n, f, qh, qw) has one winner in its window, at window offset (a, b),
+# and its gradient reaches the input through the filter W[f] shifted by that offset: a
+# (C, TH, TW) patch of the input under the window. So a window's patch of dx is a sum over the
+# filters of dy * (W[f] shifted to f's winner), and dx is the sum of the windows' patches. On a
+# first layer (C = 1, a 3x3 pool) that is a quarter of the multiply-adds of W.T @ drows, which
+# also multiplies every non-winner's zero, and it never writes drows or the columns.
+
+@_Kernel
+def _winners_to_input_grad(dy, pos, shifted, offset_of, OW, SH, SW, CSH, CSW, TH, TW, dxpad):
+    N, F, QH, QW = dy.shape
+    C, L = dxpad.shape[1], shifted.shape[1]
+    KK = shifted.shape[0] // F  # window positions per filter
+    zero = dy.dtype.type(0)
+    for n in prange(N):  # each thread owns whole images: no two threads add to one pixel
+        patches = np.zeros((QH * QW, L), dtype=dxpad.dtype)  # one row per pooling window
+        for f in range(F):  # filter outermost: consecutive adds go to different rows (no chain)
+            for qh in range(QH):
+                for qw in range(QW):
+                    p = pos[n, f, qh, qw]
+                    live = p >= 0
+                    # branch-free: a dead output adds 0 * (W[f] unshifted), so the loop below
+                    # runs the same vector code for every output
+                    d = dy[n, f, qh, qw] if live else zero
+                    r = f * KK + offset_of[p - (qh * SH * OW + qw * SW)] if live else f * KK
+                    q = qh * QW + qw
+                    for t in range(L):
+                        patches[q, t] += d * shifted[r, t]
+        dxpad[n] = 0
+        for qh in range(QH):  # fold the window patches onto the (padded) image; they overlap
+            for qw in range(QW):
+                q, top, left = qh * QW + qw, qh * SH * CSH, qw * SW * CSW
+                for c in range(C):
+                    for i in range(TH):
+                        for j in range(TW):
+                            dxpad[n, c, top + i, left + j] += patches[q, (c * TH + i) * TW + j]
+
+
 @_Kernel
 def _sgd_momentum_step(param, grad, velocity, lr, wd, momentum):
     # one pass over the three arrays (NumPy's expression form makes five, single-threaded)
@@ -315,6 +353,38 @@ def relu_maxpool_to_rows(dy, pos, OH, OW, KH, KW, SH, SW):
     return drows, db
 
 
+def shifted_filters(W, KH, KW, conv_stride, dtype):
+    """W (F, C, CKH, CKW) -> (F*KH*KW, L): row f*KH*KW + a*KW + b is W[f] placed at the input
+    offset of pool-window position (a, b) in a (C, TH, TW) patch, flattened; L pads
+    C*TH*TW with zeros to a multiple of 16 floats (whole vector registers). Returns (rows, TH, TW)."""
+    F, C, CKH, CKW = W.shape
+    CSH, CSW = conv_stride
+    TH, TW = (KH - 1) * CSH + CKH, (KW - 1) * CSW + CKW
+    patch = np.zeros((F, KH, KW, C, TH, TW), dtype=dtype)
+    for a in range(KH):
+        for b in range(KW):
+            patch[:, a, b, :, a * CSH : a * CSH + CKH, b * CSW : b * CSW + CKW] = W
+    size = C * TH * TW
+    rows = np.zeros((F * KH * KW, -(-size // 16) * 16), dtype=dtype)
+    rows[:, :size] = patch.reshape(F * KH * KW, size)
+    return rows, TH, TW
+
+
+def conv_relu_maxpool_input_grad(dy, pos, W, x_shape, OH, OW, KH, KW, SH, SW, conv_stride, conv_padding):
+    """dL/dx of the fused conv -> ReLU -> pool stage from the pooled gradient.
+    Same as reference.conv_relu_maxpool_input_grad."""
+    dy, pos = np.ascontiguousarray(dy), np.ascontiguousarray(pos)
+    shifted, TH, TW = shifted_filters(W, KH, KW, conv_stride, dy.dtype)
+    offset_of = np.zeros((KH - 1) * OW + KW, dtype=np.int64)  # window-relative position -> a*KW + b
+    for a in range(KH):
+        offset_of[a * OW : a * OW + KW] = np.arange(a * KW, (a + 1) * KW)
+    N, C, H, Wd = x_shape
+    (CSH, CSW), (PH, PW) = conv_stride, conv_padding
+    dxpad = np.empty((N, C, H + 2 * PH, Wd + 2 * PW), dtype=dy.dtype)
+    _winners_to_input_grad(dy, pos, shifted, offset_of, OW, SH, SW, CSH, CSW, TH, TW, dxpad)
+    return dxpad if PH == 0 and PW == 0 else np.ascontiguousarray(dxpad[:, :, PH : PH + H, PW : PW + Wd])
+
+
 def sgd_momentum_step(param, grad, velocity, lr, wd, momentum):
     """In place on param and velocity. Same as reference.sgd_momentum_step."""
     if not (param.flags.c_contiguous and velocity.flags.c_contiguous):
@@ -341,6 +411,7 @@ def warmup(dtypes=(np.float32, np.float64)):
         rows = nchw_to_rows(rows_to_nchw(cols[:2], np.zeros(2, dt), 1, 3, 3))
         y, pos = rows_relu_maxpool(rows, None, 1, 3, 3, 2, 2, 1, 1)
         relu_maxpool_to_rows(y, pos, 3, 3, 2, 2, 1, 1)
+        conv_relu_maxpool_input_grad(y, pos, np.ones((2, 1, 2, 2), dt), x.shape, 3, 3, 2, 2, 1, 1, (1, 1), (0, 0))
         flat = x.reshape(-1)  # the kernel itself: the wrapper sends arrays this small to NumPy
         _sgd_momentum_step(flat.copy(), flat, flat.copy(), dt(0.1), dt(0.1), dt(0.9))
 

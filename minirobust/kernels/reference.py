@@ -178,6 +178,24 @@ def relu_maxpool_to_rows(dy, pos, OH, OW, KH, KW, SH, SW):
     return nchw_to_rows(dz), g.sum(axis=(0, 2, 3))
 
 
+def conv_relu_maxpool_input_grad(dy, pos, W, x_shape, OH, OW, KH, KW, SH, SW, conv_stride, conv_padding):
+    """dL/dx of the fused stage Conv2D -> ReLU -> MaxPool2D, from the pooled gradient.
+
+    dy, pos: (N, F, QH, QW) (``pos`` from rows_relu_maxpool), W: (F, C, CKH, CKW) the conv's
+    weights, x_shape: (N, C, H, W) its input; OH, OW the conv's output size; KH KW SH SW the
+    pool's window and stride; conv_stride, conv_padding: (SH, SW), (PH, PW) of the conv.
+    The backward of the three layers in a row: route dy to the winners (the rows' gradient),
+    multiply by W.T (the columns' gradient) and fold the columns back onto the image.
+    """
+    xp = get_xp(dy)
+    F, C, CKH, CKW = W.shape
+    drows, _ = relu_maxpool_to_rows(dy, pos, OH, OW, KH, KW, SH, SW)  # (F, N*OH*OW)
+    dcols = W.reshape(F, C * CKH * CKW).T @ drows  # (K, N*OH*OW)
+    (CSH, CSW), (PH, PW) = conv_stride, conv_padding
+    dx = col2im(dcols, tuple(x_shape), CKH, CKW, CSH, CSW, PH, PW)
+    return xp.ascontiguousarray(dx)
+
+
 # ----- the optimiser's update ------------------------------------------------------------------
 
 def sgd_momentum_step(param, grad, velocity, lr, wd, momentum):
