@@ -3,7 +3,8 @@
 Ratios measured in one process on fixed shapes (never absolute times, which depend on the
 machine). Measured on the 2-core development machine: max-pool forward 6-11x, col2im
 2.4-5x, max-pool backward 2.8x (the range: with and without OPENBLAS_CORETYPE set), fused
-ReLU + max-pool 12.6x forward and 20.5x backward. The bars below leave room for a noisy CI
+ReLU + max-pool 12.6x forward and 20.5x backward, the input gradient from the pool winners
+15-16x its reference and 1.9-2.2x the fast tier's rows path. The bars below leave room for a noisy CI
 machine. (im2col is NOT here: the reference's strided slices are already as fast as the
 Numba copy, so the fast tier only matches it.)
 """
@@ -63,3 +64,25 @@ def test_fused_relu_maxpool_at_least_3x_reference(arrays):
                  lambda: cpu.relu_maxpool_to_rows(y, pos, 24, 24, 3, 3, 3, 3))
     print(f"fused forward {fwd:.1f}x, backward {bwd:.1f}x")
     assert fwd >= 3.0 and bwd >= 3.0
+
+
+def test_input_gradient_from_winners_beats_the_rows_path(arrays):
+    # the paper net's first stage, batch 100: dL/dx straight from the pool winners against
+    # its reference (NumPy) and against the fast tier's own rows path (to_rows, W.T @ drows,
+    # col2im), which it replaced for the ascent step
+    x, _ = arrays
+    rows = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(32, -1) - 0.5  # some dead windows
+    y, pos = cpu.rows_relu_maxpool(rows, None, 100, 24, 24, 3, 3, 3, 3)
+    weights = np.random.default_rng(1).standard_normal((32, 1, 5, 5)).astype(np.float32)
+    args = (y, pos, weights, (100, 1, 28, 28), 24, 24, 3, 3, 3, 3, (1, 1), (0, 0))
+
+    def rows_path():
+        drows, _ = cpu.relu_maxpool_to_rows(y, pos, 24, 24, 3, 3, 3, 3)
+        return cpu.col2im(weights.reshape(32, 25).T @ drows, (100, 1, 28, 28), 5, 5, 1, 1, 0, 0)
+
+    np.testing.assert_allclose(cpu.conv_relu_maxpool_input_grad(*args), rows_path(), rtol=1e-4, atol=1e-5)
+    vs_reference = _ratio(lambda: reference.conv_relu_maxpool_input_grad(*args),
+                          lambda: cpu.conv_relu_maxpool_input_grad(*args))
+    vs_rows = _ratio(rows_path, lambda: cpu.conv_relu_maxpool_input_grad(*args))
+    print(f"winners kernel: {vs_reference:.1f}x the reference, {vs_rows:.2f}x the fast rows path")
+    assert vs_reference >= 3.0 and vs_rows >= 1.2
