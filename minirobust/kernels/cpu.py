@@ -249,21 +249,18 @@ def _winners_to_input_grad(dy, pos, shifted, offset_of, OW, SH, SW, CSH, CSW, TH
     N, F, QH, QW = dy.shape
     C, L = dxpad.shape[1], shifted.shape[1]
     KK = shifted.shape[0] // F  # window positions per filter
-    zero = dy.dtype.type(0)
     for n in prange(N):  # each thread owns whole images: no two threads add to one pixel
         patches = np.zeros((QH * QW, L), dtype=dxpad.dtype)  # one row per pooling window
         for f in range(F):  # filter outermost: consecutive adds go to different rows (no chain)
             for qh in range(QH):
                 for qw in range(QW):
                     p = pos[n, f, qh, qw]
-                    live = p >= 0
-                    # branch-free: a dead output adds 0 * (W[f] unshifted), so the loop below
-                    # runs the same vector code for every output
-                    d = dy[n, f, qh, qw] if live else zero
-                    r = f * KK + offset_of[p - (qh * SH * OW + qw * SW)] if live else f * KK
-                    q = qh * QW + qw
-                    for t in range(L):
-                        patches[q, t] += d * shifted[r, t]
+                    if p >= 0:  # a window whose maximum ReLU blocked passes nothing
+                        d = dy[n, f, qh, qw]
+                        r = f * KK + offset_of[p - (qh * SH * OW + qw * SW)]
+                        q = qh * QW + qw
+                        for t in range(L):
+                            patches[q, t] += d * shifted[r, t]
         dxpad[n] = 0
         for qh in range(QH):  # fold the window patches onto the (padded) image; they overlap
             for qw in range(QW):
