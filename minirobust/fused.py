@@ -17,12 +17,12 @@ window, or -1 where the maximum is <= 0 and ReLU passes no gradient.
 
 The input gradient from the pool winners: each live pooled output has one winner, and its
 gradient reaches the input through the filter W[f] shifted to the winner's place in the window.
-On the fast CPU tier, where one image's window patches are small (``PATCH_BYTES``: a first
-layer, or a late layer on few windows), ``conv_relu_maxpool_input_grad`` sums dy * shifted W[f]
-into each window's patch and adds the patches onto the image: no drows, no columns, and a
-quarter of the multiply-adds on the paper's first layer (W.T @ drows multiplies every
-non-winner's zero too). That first layer's gradient is work only the ascent step does, so it
-weighs most on the robust/plain step ratio. Elsewhere dx = col2im(W.T @ drows):
+``conv_relu_maxpool_input_grad`` sums dy * (shifted W[f]) over the filters into each window's
+patch of the input and adds the patches onto the image: no drows, no columns, and it skips the
+non-winners (W.T @ drows multiplies their zeros) and the windows ReLU blocked. The fast CPU
+tier takes it where it is less work (``WINNERS_MAX_WORK``: 5x5 or 3x3 filters under a 2x2 or
+larger pool); the first layer's input gradient is work only the ascent step does, so this
+weighs most on the robust/plain step ratio. Otherwise dx = col2im(W.T @ drows):
 
 Why chunks for dx: ``W.T @ drows`` is as big as im2col's columns, KH*KW times the input (63 MB
 for the larger benchmark net's second convolution at batch 100). Written whole, it has left the
@@ -50,11 +50,14 @@ from .layers import Conv2D, MaxPool2D, ReLU
 # AMD EPYC (2 MB L2 per core, 32 MB L3); the paper's net (<= 5.8 MB) never splits.
 CHUNK_BYTES = 8 << 20
 
-# The input gradient goes straight from the pool winners when one image's window patches take at
-# most this many bytes. Measured on the benchmark nets' four convolutions (batch 100): faster
-# with patches of 16-38 KB per image (paper net 1.9 -> 1.0 ms and 2.0 -> 1.6 ms, larger net's
-# first convolution 3.7 -> 2.3 ms), slower with 225 KB (larger net's second, 15.6 -> 17.1 ms).
-PATCH_BYTES = 64 << 10
+# The input gradient goes straight from the pool winners when that takes at most this fraction
+# of the multiply-adds of W.T @ drows. Per window and input channel it is one (TH, TW) patch per
+# filter, against KH*KW positions times a CKH x CKW filter: 49 / (9 * 25) = 0.22 on the paper
+# net's first convolution, 36 / (4 * 25) = 0.36 on the other three benchmark convolutions. It
+# measured faster on all four, in whole steps at batch 100, one process, the same code: paper
+# net robust step 10.8 -> 9.2 ms (plain 5.8 either way); larger net robust 69.7 -> 58.5 ms
+# (plain 41.5 -> 41.8). A 1x1 pool (ratio 1) keeps the product, which BLAS runs faster.
+WINNERS_MAX_WORK = 0.5
 
 
 def can_fuse(layers) -> bool:
@@ -130,14 +133,13 @@ class ConvReluPool:
 
     def _input_grad_from_winners(self, dy) -> bool:
         """Take dx straight from the pool winners (one kernel) rather than drows -> W.T @ drows
-        -> col2im? On the fast CPU tier, when one image's window patches fit ``PATCH_BYTES``."""
+        -> col2im? On the fast CPU tier, when it is less work (``WINNERS_MAX_WORK``)."""
         if tier_for(dy) != "cpu":
             return False
         (KH, KW), (SH, SW) = self.pool.kernel_size, self.conv.stride
-        (CKH, CKW), C = self.conv.kernel_size, self.conv.in_channels
-        QH, QW = self._pos.shape[2:]
-        patch = C * ((KH - 1) * SH + CKH) * ((KW - 1) * SW + CKW)
-        return QH * QW * patch * dy.itemsize <= PATCH_BYTES
+        CKH, CKW = self.conv.kernel_size
+        patch = ((KH - 1) * SH + CKH) * ((KW - 1) * SW + CKW)
+        return patch <= WINNERS_MAX_WORK * KH * KW * CKH * CKW
 
     def __repr__(self):
         return f"ConvReluPool({self.conv!r}, {self.pool!r})"

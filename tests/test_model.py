@@ -9,6 +9,7 @@ from minirobust import fused, kernels, nets
 from minirobust.data import iterate_minibatches, separable_images
 from minirobust.errors import CheckpointError, InputError
 from minirobust.gradcheck import check_grad
+from minirobust.layers import Conv2D, MaxPool2D, ReLU
 from minirobust.model import Sequential
 from minirobust.optim import SGD
 
@@ -32,7 +33,7 @@ def test_whole_net_input_gradient_matches_finite_differences(pol):
 @pytest.mark.parametrize("build", [nets.paper_mnist, nets.large_mnist])
 def test_fused_stages_give_the_layer_by_layer_numbers(build, path, monkeypatch):
     if path != "default":  # the input gradient through drows -> W.T @ drows -> col2im, not the winners
-        monkeypatch.setattr(fused, "PATCH_BYTES", -1)
+        monkeypatch.setattr(fused, "WINNERS_MAX_WORK", -1)
     if path == "one-image-chunks":  # ... and a chunk of images at a time
         monkeypatch.setattr(fused, "CHUNK_BYTES", 1)
     model = build(seed=0, dtype=np.float64)
@@ -55,17 +56,19 @@ def test_fused_stages_give_the_layer_by_layer_numbers(build, path, monkeypatch):
         np.testing.assert_allclose(d1[name], d0[name], rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("build, expected", [(nets.paper_mnist, [True, True]), (nets.large_mnist, [True, False])])
-def test_which_stages_take_the_input_gradient_from_the_pool_winners(build, expected):
-    # the rule (fused.PATCH_BYTES) picks the winners kernel where it measured faster
-    model = build(seed=0)
+def test_which_stages_take_the_input_gradient_from_the_pool_winners():
+    # the rule (fused.WINNERS_MAX_WORK) picks the winners kernel where it is less work than the
+    # product: both benchmark nets' stages; not a 2x2 pool over a 1x1 convolution
     x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
-    with kernels.policy("always"):
-        model.forward(x)
-        stages = [s for s in model._stages if isinstance(s, fused.ConvReluPool)]
-        assert [s._input_grad_from_winners(x) for s in stages] == expected
-    with kernels.policy("never"):  # the reference tier never does (nor does it fuse)
-        assert not any(s._input_grad_from_winners(x) for s in stages)
+    pointwise = Sequential([Conv2D(1, 4, 1), ReLU(), MaxPool2D(2)])
+    for model, expected in ((nets.paper_mnist(seed=0), [True, True]), (nets.large_mnist(seed=0), [True, True]),
+                            (pointwise, [False])):
+        with kernels.policy("always"):
+            model.forward(x)
+            stages = [s for s in model._stages if isinstance(s, fused.ConvReluPool)]
+            assert [s._input_grad_from_winners(x) for s in stages] == expected
+        with kernels.policy("never"):  # the reference tier never does (nor does it fuse)
+            assert not any(s._input_grad_from_winners(x) for s in stages)
 
 
 def test_image_chunks_cover_the_batch_in_near_equal_parts():
