@@ -131,10 +131,11 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "minirobust.cli", *common, "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.4)  # well inside epoch 2 (an epoch takes seconds)
+    deadline, first = time.time() + 120, ""
+    while not first.endswith("\n") and time.time() < deadline:  # epoch 1's whole metrics line
+        time.sleep(0.01)
+        first = (out / "metrics.jsonl").read_text() if (out / "metrics.jsonl").exists() else ""
+    time.sleep(json.loads(first)["seconds"] / 3)  # a third into epoch 2, however fast the machine
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1  # killed mid-epoch 2
