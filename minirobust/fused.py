@@ -53,10 +53,10 @@ CHUNK_BYTES = 8 << 20
 # The input gradient goes straight from the pool winners when that takes at most this fraction
 # of the multiply-adds of W.T @ drows. Per window and input channel it is one (TH, TW) patch per
 # filter, against KH*KW positions times a CKH x CKW filter: 49 / (9 * 25) = 0.22 on the paper
-# net's first convolution, 36 / (4 * 25) = 0.36 on the other three benchmark convolutions. It
-# measured faster on all four, in whole steps at batch 100, one process, the same code: paper
-# net robust step 10.8 -> 9.2 ms (plain 5.8 either way); larger net robust 69.7 -> 58.5 ms
-# (plain 41.5 -> 41.8). A 1x1 pool (ratio 1) keeps the product, which BLAS runs faster.
+# net's first convolution, 36 / (4 * 25) = 0.36 on the other three benchmark convolutions.
+# Whole steps at batch 100, one process, the same code with and without it: paper net robust
+# step 10.8 -> 9.2 ms (plain 5.8 either way); on the larger net's second convolution robust
+# 72 -> 62 ms, plain 43 -> 45 ms. A 1x1 pool (ratio 1) keeps the product, which BLAS runs faster.
 WINNERS_MAX_WORK = 0.5
 
 

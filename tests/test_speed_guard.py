@@ -4,8 +4,8 @@ Ratios measured in one process on fixed shapes (never absolute times, which depe
 machine). Measured on the 2-core development machine: max-pool forward 6-11x, col2im
 2.4-5x, max-pool backward 2.8x (the range: with and without OPENBLAS_CORETYPE set), fused
 ReLU + max-pool 12.6x forward and 20.5x backward, the input gradient from the pool winners
-15-16x its reference and 1.9-2.2x the fast tier's rows path. The bars below leave room for a noisy CI
-machine. (im2col is NOT here: the reference's strided slices are already as fast as the
+13-17x its reference and 1.4-1.7x the fast tier's rows path (nearly every window live). The
+bars below leave room for a noisy CI machine. (im2col is NOT here: the reference's strided slices are already as fast as the
 Numba copy, so the fast tier only matches it.)
 """
 
