@@ -227,8 +227,10 @@ def _relu_maxpool_to_rows(dy, pos, S, drows, db):
 # and its gradient reaches the input through the filter W[f] shifted by that offset: a
 # (C, TH, TW) patch of the input under the window. So a window's patch of dx is a sum over the
 # filters of dy * (W[f] shifted to f's winner), and dx is the sum of the windows' patches. On a
-# first layer (C = 1, a 3x3 pool) that is a quarter of the multiply-adds of W.T @ drows, which
-# also multiplies every non-winner's zero, and it never writes drows or the columns.
+# first layer (C = 1, a 3x3 pool) that is at most a quarter of the multiply-adds of W.T @ drows,
+# which also multiplies every non-winner's zero, and it never writes drows or the columns.
+# Skipping the windows ReLU blocked with a branch measured faster than adding 0 * W[f] without
+# one (0.46-0.51 against 0.64-0.82 ms on the paper net's first convolution).
 
 @_Kernel
 def _shift_filters(W, KH, KW, CSH, CSW, TH, TW, rows):

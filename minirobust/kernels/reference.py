@@ -183,7 +183,7 @@ def conv_relu_maxpool_input_grad(dy, pos, W, x_shape, OH, OW, KH, KW, SH, SW, co
 
     dy, pos: (N, F, QH, QW) (``pos`` from rows_relu_maxpool), W: (F, C, CKH, CKW) the conv's
     weights, x_shape: (N, C, H, W) its input; OH, OW the conv's output size; KH KW SH SW the
-    pool's window and stride; conv_stride, conv_padding: (SH, SW), (PH, PW) of the conv.
+    pool's window and stride; conv_stride, conv_padding: the conv's (CSH, CSW) and (PH, PW).
     The backward of the three layers in a row: route dy to the winners (the rows' gradient),
     multiply by W.T (the columns' gradient) and fold the columns back onto the image.
     """
