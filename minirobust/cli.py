@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", choices=("mnist",))
     _add_data_dir(p)
     p.add_argument("--epochs", type=_positive_int, default=None,
-                   help="epochs per net (default 20: the whole run took 16 minutes on 2 cores; the authors ran 120)")
+                   help="epochs per net (default 20: the whole run took 12 minutes on 2 cores; the authors ran 120)")
     p.add_argument("--quick", action="store_true", help="10,000 training images, 1 epoch, 2,000 test images")
     p.add_argument("--n-train", type=_positive_int, default=None)
     p.add_argument("--n-test", type=_positive_int, default=None)
