@@ -44,6 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from .kernels import get_op, tier_for
+from .kernels.reference import window_patch
 from .layers import Conv2D, MaxPool2D, ReLU
 
 # Bytes of the input gradient's columns per chunk. 8 MB measured best of 2-16 MB on a 2-core
@@ -136,10 +137,9 @@ class ConvReluPool:
         -> col2im? On the fast CPU tier, when it is less work (``WINNERS_MAX_WORK``)."""
         if tier_for(dy) != "cpu":
             return False
-        (KH, KW), (SH, SW) = self.pool.kernel_size, self.conv.stride
-        CKH, CKW = self.conv.kernel_size
-        patch = ((KH - 1) * SH + CKH) * ((KW - 1) * SW + CKW)
-        return patch <= WINNERS_MAX_WORK * KH * KW * CKH * CKW
+        (KH, KW), (CKH, CKW) = self.pool.kernel_size, self.conv.kernel_size
+        TH, TW = window_patch(KH, KW, self.conv.stride, self.conv.kernel_size)
+        return TH * TW <= WINNERS_MAX_WORK * KH * KW * CKH * CKW
 
     def __repr__(self):
         return f"ConvReluPool({self.conv!r}, {self.pool!r})"

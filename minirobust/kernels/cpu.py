@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
 from . import reference  # noqa: E402
-from .reference import output_size  # noqa: E402
+from .reference import output_size, window_patch  # noqa: E402
 
 _jit = dict(cache=True, parallel=True, fastmath=False, nogil=True)
 
@@ -289,6 +289,13 @@ def _padded(x, PH, PW, value):
     return np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)), mode="constant", constant_values=value)
 
 
+def _unpadded(xpad, PH, PW):
+    """The inverse of _padded: the (contiguous) interior of a padded (N, C, H, W) array."""
+    if PH == 0 and PW == 0:
+        return xpad
+    return np.ascontiguousarray(xpad[:, :, PH : xpad.shape[2] - PH, PW : xpad.shape[3] - PW])
+
+
 def im2col(x, KH, KW, SH, SW, PH, PW, out=None):
     """x: (N, C, H, W) -> cols: (K, P). Same as reference.im2col (``out``: a buffer to fill)."""
     N, C, H, W = x.shape
@@ -305,7 +312,7 @@ def col2im(cols, x_shape, KH, KW, SH, SW, PH, PW):
     OH, OW = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
     dxpad = np.empty((N, C, H + 2 * PH, W + 2 * PW), dtype=cols.dtype)
     _col2im(cols, KH, KW, SH, SW, OH, OW, dxpad)
-    return dxpad if PH == 0 and PW == 0 else np.ascontiguousarray(dxpad[:, :, PH : PH + H, PW : PW + W])
+    return _unpadded(dxpad, PH, PW)
 
 
 def maxpool_forward(x, KH, KW, SH, SW, PH, PW):
@@ -372,7 +379,7 @@ def shifted_filters(W, KH, KW, conv_stride, dtype):
     C*TH*TW with zeros to a multiple of 16 floats (whole vector registers). Returns (rows, TH, TW)."""
     F, C, CKH, CKW = W.shape
     CSH, CSW = conv_stride
-    TH, TW = (KH - 1) * CSH + CKH, (KW - 1) * CSW + CKW
+    TH, TW = window_patch(KH, KW, conv_stride, (CKH, CKW))
     rows = np.empty((F * KH * KW, -(-(C * TH * TW) // 16) * 16), dtype=dtype)
     # a kernel, not NumPy slices: it runs once per backward, and for the paper net's second
     # convolution (1.2 MB of rows) NumPy's zeros + slice copies took 0.2 ms of it
@@ -392,7 +399,7 @@ def conv_relu_maxpool_input_grad(dy, pos, W, x_shape, OH, OW, KH, KW, SH, SW, co
     (CSH, CSW), (PH, PW) = conv_stride, conv_padding
     dxpad = np.empty((N, C, H + 2 * PH, Wd + 2 * PW), dtype=dy.dtype)
     _winners_to_input_grad(dy, pos, shifted, offset_of, OW, SH, SW, CSH, CSW, TH, TW, dxpad)
-    return dxpad if PH == 0 and PW == 0 else np.ascontiguousarray(dxpad[:, :, PH : PH + H, PW : PW + Wd])
+    return _unpadded(dxpad, PH, PW)
 
 
 def sgd_momentum_step(param, grad, velocity, lr, wd, momentum):

@@ -30,6 +30,12 @@ def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
+def window_patch(KH, KW, conv_stride, conv_kernel):
+    """(TH, TW): the input patch under a KH x KW pooling window of a convolution's outputs."""
+    (CSH, CSW), (CKH, CKW) = conv_stride, conv_kernel
+    return (KH - 1) * CSH + CKH, (KW - 1) * CSW + CKW
+
+
 def _pad(x, PH, PW, value):
     """Pad the two spatial axes of an (N, C, H, W) array with a constant."""
     xp = get_xp(x)
