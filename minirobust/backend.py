@@ -31,7 +31,8 @@ _cupy = None  # the cupy module once imported successfully
 _cupy_error = None  # the reason cupy could not be used, kept for info() and errors
 
 
-def _validate_name(name) -> str:
+def validate_name(name) -> str:
+    """'cpu' or 'gpu' (any case, spaces ignored); a BackendError for anything else."""
     if not isinstance(name, str) or name.strip().lower() not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
     return name.strip().lower()
@@ -62,7 +63,7 @@ def _load_cupy():
 def set_backend(name: str) -> str:
     """Choose where new arrays live: ``"cpu"`` (NumPy + Numba) or ``"gpu"`` (CuPy)."""
     global _active
-    name = _validate_name(name)
+    name = validate_name(name)
     if name == "gpu":
         _load_cupy()
     _active = name
@@ -116,6 +117,12 @@ def to_device(x, dtype=None):
         cp = _load_cupy()
         return cp.asarray(x, dtype=dtype)
     return np.asarray(to_host(x), dtype=dtype)
+
+
+def to_gpu(x, dtype=None):
+    """Copy ``x`` to the GPU (a CuPy array), whatever the active backend; a BackendError
+    with the reason when no GPU can be used."""
+    return _load_cupy().asarray(x, dtype=dtype)
 
 
 def to_host(x):

@@ -1,4 +1,4 @@
-"""Conv2D -> ReLU -> MaxPool2D as one stage: what the fast tier runs instead of three layers.
+"""Conv2D -> ReLU -> MaxPool2D as one stage: the same function as the three layers, faster.
 
 Layer by layer, a convolution writes its whole output, ReLU reads and writes it again (and
 keeps a mask as big), max-pool reads it a third time, and backward retraces all three over
@@ -15,51 +15,28 @@ It pools before the ReLU, which is exact because both are monotone (relu(max z) 
 the ReLU then touches 1/(KH*KW) of the values. ``pos`` holds the winning position of each
 window, or -1 where the maximum is <= 0 and ReLU passes no gradient.
 
-The input gradient from the pool winners: each live pooled output has one winner, and its
-gradient reaches the input through the filter W[f] shifted to the winner's place in the window.
-``conv_relu_maxpool_input_grad`` sums dy * (shifted W[f]) over the filters into each window's
-patch of the input and adds the patches onto the image: no drows, no columns, and it skips the
-non-winners (W.T @ drows multiplies their zeros) and the windows ReLU blocked. The fast CPU
-tier takes it where it is less work (``WINNERS_MAX_WORK``: 5x5 or 3x3 filters under a 2x2 or
-larger pool); the first layer's input gradient is work only the ascent step does, so this
-weighs most on the robust/plain step ratio. Otherwise dx = col2im(W.T @ drows):
-
-Why chunks for dx: ``W.T @ drows`` is as big as im2col's columns, KH*KW times the input (63 MB
-for the larger benchmark net's second convolution at batch 100). Written whole, it has left the
-cache before col2im reads it back. A chunk of about ``CHUNK_BYTES`` stays in cache between the
-two: measured on that convolution (two runs), its backward went from 21.5 to 18.8-18.9 ms and
-its input-only backward (the ascent's) from 14.6-14.7 to 12.0-12.5 ms. Chunking the forward's
-im2col and product the same way was slower (14.4 -> 15.5-16.6 ms: the product runs less
-efficiently on fewer columns), so the forward stays whole. Convolutions whose columns fit in
-one chunk (the paper's net) run as before.
+Two ways to the input gradient, equal in value; the kernel tier picks (``kernels.tuning``):
+  * through the rows: dx = col2im(W.T @ drows), a chunk of images at a time when the tier gives
+    a chunk size (``INPUT_GRAD_CHUNK_BYTES``: columns that stay in cache between the product and
+    col2im);
+  * from the pool winners: ``conv_relu_maxpool_input_grad`` sums dy * (W[f] shifted to the
+    winner's place) into each window's patch of the input: no drows, no columns, and it skips
+    the non-winners and the windows ReLU blocked (``prefers_winners_input_grad`` says where
+    this is less work on that tier). The first layer's input gradient is work only the ascent
+    step of robust training does, so this choice weighs on the robust/plain step ratio.
 
 The stage owns no parameters: it uses the Conv2D's, and writes the Conv2D's ``grads``, so
-optimisers, checkpoints and ``Sequential.gradients()`` see no difference. Only the fast tier
-fuses (``Sequential`` decides); with ``kernels.policy("never")`` every layer runs on its own,
-which is the path to step through when learning. Tests check both give the same numbers.
+optimisers, checkpoints and ``Sequential.gradients()`` see no difference. Whether a model runs
+these stages is its own visible choice (``Sequential(..., fuse=...)``, shown in its ``repr``);
+``model.fuse = False`` runs every layer on its own, on the same kernel tier, which is the path
+to step through when learning. Tests check both give the same numbers.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
-from .kernels import get_op, tier_for
-from .kernels.reference import window_patch
+from .backend import get_xp
+from .kernels import get_op, offers_fused, tuning
 from .layers import Conv2D, MaxPool2D, ReLU
-
-# Bytes of the input gradient's columns per chunk. 8 MB measured best of 2-16 MB on a 2-core
-# AMD EPYC (2 MB L2 per core, 32 MB L3); the paper's net (<= 5.8 MB) never splits.
-CHUNK_BYTES = 8 << 20
-
-# The input gradient goes straight from the pool winners when that takes at most this fraction
-# of the multiply-adds of W.T @ drows. Per window and input channel it is one (TH, TW) patch per
-# filter, against KH*KW positions times a CKH x CKW filter: 49 / (9 * 25) = 0.22 on the paper
-# net's first convolution, 36 / (4 * 25) = 0.36 on the other three benchmark convolutions.
-# Whole steps at batch 100, one process, the same code with and without it: paper net robust
-# step 10.8 -> 9.2 ms (plain 5.8 either way); on the larger net's second convolution robust
-# 72 -> 62 ms, plain 43 -> 45 ms. A 1x1 pool (ratio 1) keeps the product, which BLAS runs faster.
-WINNERS_MAX_WORK = 0.5
-
 
 def can_fuse(layers) -> bool:
     """True for Conv2D, ReLU, MaxPool2D in this order with an unpadded pool."""
@@ -70,10 +47,16 @@ def can_fuse(layers) -> bool:
             and pool.padding == (0, 0))
 
 
-def image_chunks(n_images: int, bytes_per_image: int, budget: int | None = None) -> list:
-    """Split range(n_images) into near-equal (start, stop) chunks of at most ``budget`` bytes
-    (default ``CHUNK_BYTES``), at least one image each."""
-    budget = CHUNK_BYTES if budget is None else budget
+def tier_offers_fusion(x=None) -> bool:
+    """Does the kernel tier for arrays like ``x`` offer this fused stage (``fuse="auto"``)?"""
+    return offers_fused("conv_relu_maxpool", x)
+
+
+def image_chunks(n_images: int, bytes_per_image: int, budget: int | None) -> list:
+    """Split range(n_images) into near-equal (start, stop) chunks of at most ``budget`` bytes,
+    at least one image each; one chunk when ``budget`` is None."""
+    if budget is None:
+        return [(0, n_images)]
     per_chunk = max(1, budget // max(1, bytes_per_image))
     n_chunks = -(-n_images // per_chunk)
     size = -(-n_images // n_chunks)
@@ -98,48 +81,60 @@ class ConvReluPool:
         y, self._pos = get_op("rows_relu_maxpool", rows)(rows, self.conv.params.get("b"),
                                                           x.shape[0], OH, OW, KH, KW, SH, SW)
         self._conv_hw, self._x_shape = (OH, OW), x.shape
+        # the ReLU and the pool did not run on their own: clear what an earlier layer-by-layer
+        # forward left there, so nobody steps through stale masks
+        self.relu._mask = self.pool._argmax = self.pool._x_shape = None
         return y
 
     def backward(self, dy, param_grads=True, input_grad=True):
         if self._pos is None:
             raise RuntimeError("ConvReluPool.backward called before forward")
-        (KH, KW), (SH, SW) = self.pool.kernel_size, self.pool.stride
-        OH, OW = self._conv_hw
-        to_rows = get_op("relu_maxpool_to_rows", dy)
         drows = None
         if param_grads:
-            drows, db = to_rows(dy, self._pos, OH, OW, KH, KW, SH, SW)
+            drows, db = self._rows_gradient(dy, self._pos)
             self.conv.backward_rows(drows, db, param_grads=True, input_grad=False)
         if not input_grad:
             return None
         if self._input_grad_from_winners(dy):
-            conv = self.conv
-            return get_op("conv_relu_maxpool_input_grad", dy)(dy, self._pos, conv.params["W"], self._x_shape, OH, OW,
-                                                              KH, KW, SH, SW, conv.stride, conv.padding)
-        N, S = self._x_shape[0], OH * OW
+            return self._input_grad_winners(dy)
+        return self._input_grad_through_rows(dy, drows)
+
+    def _rows_gradient(self, dy, pos):
+        """(drows, db): the pooled gradient routed back onto the conv product rows."""
+        (KH, KW), (SH, SW) = self.pool.kernel_size, self.pool.stride
+        OH, OW = self._conv_hw
+        return get_op("relu_maxpool_to_rows", dy)(dy, pos, OH, OW, KH, KW, SH, SW)
+
+    def _input_grad_from_winners(self, dy) -> bool:
+        """The kernel tier's choice between the two equal paths to dx."""
+        return tuning("prefers_winners_input_grad", dy)(self.pool.kernel_size, self.conv.stride,
+                                                         self.conv.kernel_size)
+
+    def _input_grad_winners(self, dy):
+        (KH, KW), (SH, SW) = self.pool.kernel_size, self.pool.stride
+        OH, OW = self._conv_hw
+        conv = self.conv
+        return get_op("conv_relu_maxpool_input_grad", dy)(dy, self._pos, conv.params["W"], self._x_shape, OH, OW,
+                                                          KH, KW, SH, SW, conv.stride, conv.padding)
+
+    def _input_grad_through_rows(self, dy, drows):
+        """dx = col2im(W.T @ drows), a chunk of images at a time if the tier asks for it."""
+        N, S = self._x_shape[0], self._conv_hw[0] * self._conv_hw[1]
         K = self.conv.in_channels * self.conv.kernel_size[0] * self.conv.kernel_size[1]
+        chunks = image_chunks(N, K * S * dy.itemsize, tuning("INPUT_GRAD_CHUNK_BYTES", dy))
         dx = None
-        for start, stop in image_chunks(N, K * S * dy.itemsize):
+        for start, stop in chunks:
             if drows is not None:  # this chunk's columns of the rows' gradient (a strided view)
                 drows_chunk = drows[:, start * S : stop * S]
             else:  # the ascent: no parameter gradients, so build only this chunk's rows
-                drows_chunk, _ = to_rows(dy[start:stop], self._pos[start:stop], OH, OW, KH, KW, SH, SW)
+                drows_chunk, _ = self._rows_gradient(dy[start:stop], self._pos[start:stop])
             dx_chunk = self.conv.input_gradient_from_rows(drows_chunk, (stop - start,) + self._x_shape[1:])
-            if start == 0 and stop == N:  # one chunk: no copy
+            if len(chunks) == 1:  # no copy
                 return dx_chunk
             if dx is None:
-                dx = np.empty(self._x_shape, dtype=dy.dtype)
+                dx = get_xp(dy).empty(self._x_shape, dtype=dy.dtype)
             dx[start:stop] = dx_chunk
         return dx
 
-    def _input_grad_from_winners(self, dy) -> bool:
-        """Take dx straight from the pool winners (one kernel) rather than drows -> W.T @ drows
-        -> col2im? On the fast CPU tier, when it is less work (``WINNERS_MAX_WORK``)."""
-        if tier_for(dy) != "cpu":
-            return False
-        (KH, KW), (CKH, CKW) = self.pool.kernel_size, self.conv.kernel_size
-        TH, TW = window_patch(KH, KW, self.conv.stride, self.conv.kernel_size)
-        return TH * TW <= WINNERS_MAX_WORK * KH * KW * CKH * CKW
-
     def __repr__(self):
-        return f"ConvReluPool({self.conv!r}, {self.pool!r})"
+        return f"ConvReluPool({self.conv!r}, {self.relu!r}, {self.pool!r})"

@@ -4,19 +4,30 @@ Forward runs the layers in order (each keeps what its backward needs); backward 
 them in reverse and returns dL/dx for the network INPUT, the quantity every attack and
 robust-training step is built on.
 
-On the fast (Numba) tier each Conv2D -> ReLU -> MaxPool2D runs as one fused stage
-(``fused.py``), which gives the same numbers with fewer passes over memory. To step through the
-layers one by one, use the reference tier: ``with kernels.policy("never"): model.forward(x)``.
+Fusion is the model's visible choice (``fuse``, shown in ``repr`` and ``summary``): each
+Conv2D -> ReLU -> MaxPool2D may run as one fused stage (``fused.py``), the same numbers with
+fewer passes over memory. ``"auto"`` (the default) fuses where the kernel tier offers the
+fused stage (the Numba tier does; the reference tier does not), ``True`` always, ``False`` never. To step
+through the layers one by one on the fast tier: ``model.fuse = False`` (or
+``with model.layer_by_layer(): ...``); every layer then keeps its own cached state.
+
+Device rule: the model's parameters live on one device (``model.device``: "cpu" or "gpu").
+``forward`` and every entry point that takes data (``loss_and_grads``, ``input_gradient``, the
+attacks, the trainer) pass their arrays through ``model.on_device``: host (NumPy) arrays are
+copied to the model's device, a device array given to a host model is a
+``BackendMismatchError`` naming both sides.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
-from . import checks
+from . import backend, checks
 from .backend import get_xp, to_device, to_host
-from .errors import CheckpointError, InputError
-from .fused import ConvReluPool, can_fuse
+from .errors import BackendMismatchError, CheckpointError, InputError
+from .fused import ConvReluPool, can_fuse, tier_offers_fusion
 from .kernels import tier_for
 from .layers import Layer, layer_from_config
 from .losses import SoftmaxCrossEntropy
@@ -38,8 +49,9 @@ class Sequential:
     state dict reads like the architecture.
     """
 
-    def __init__(self, layers, dtype=np.float32):
+    def __init__(self, layers, dtype=np.float32, fuse="auto"):
         self.layers: list[Layer] = list(layers)
+        self.fuse = fuse
         if not self.layers:
             raise InputError("Sequential needs at least one layer")
         self.dtype = _as_dtype(dtype)
@@ -48,9 +60,76 @@ class Sequential:
             if any(v.dtype != self.dtype for v in layer.params.values()):
                 layer.astype(self.dtype)
 
+    # ----- fusion: a visible choice ------------------------------------------------------------
+    @property
+    def fuse(self):
+        """``"auto"`` (fuse where the kernel tier offers it), ``True`` or ``False``."""
+        return self._fuse
+
+    @fuse.setter
+    def fuse(self, value):
+        if isinstance(value, (bool, np.bool_)):
+            value = bool(value)
+        elif not (isinstance(value, str) and value == "auto"):
+            raise InputError(f"fuse must be 'auto', True or False, got {value!r}")
+        self._fuse = value
+
+    def fuses(self, x=None) -> bool:
+        """Will forward run fused stages for arrays like ``x`` (host arrays if None)?"""
+        if self.fuse == "auto":
+            return tier_offers_fusion(x)
+        return bool(self.fuse)
+
+    @contextlib.contextmanager
+    def layer_by_layer(self):
+        """``with model.layer_by_layer(): ...`` runs every layer on its own, then restores."""
+        old, self.fuse = self.fuse, False
+        try:
+            yield self
+        finally:
+            self.fuse = old
+
+    # ----- the device rule -------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """Where the parameters live: "gpu" (CuPy arrays) or "cpu" (NumPy); a model without
+        parameters follows the active backend."""
+        params = [v for layer in self.layers for v in layer.params.values()]
+        if not params:
+            return backend.get_backend()
+        return "gpu" if backend.is_device_array(params[0]) else "cpu"
+
+    def on_device(self, x, name="model input"):
+        """``x`` on the model's device: a host array is copied to the GPU for a GPU model; a
+        GPU array given to a host model raises ``BackendMismatchError`` (copying it back
+        silently would hide that the model is not on the GPU)."""
+        if x is None or np.isscalar(x):
+            return x
+        on_gpu = backend.is_device_array(x)
+        if self.device == "gpu":
+            return x if on_gpu else backend.to_gpu(x)
+        if on_gpu:
+            raise BackendMismatchError(
+                f"{name} is a CuPy (GPU) array but the model's parameters are NumPy (host) arrays; "
+                "move the model with model.to('gpu'), or the data with minirobust.to_host")
+        return x
+
+    def to(self, device: str) -> "Sequential":
+        """Move every parameter to ``device`` ("cpu" or "gpu"), in place; returns self."""
+        device = backend.validate_name(device)
+        move = backend.to_gpu if device == "gpu" else to_host
+        for layer in self.layers:
+            layer.params.update({k: move(v) for k, v in layer.params.items()})
+            layer.grads = {}
+            if hasattr(layer, "_buffers"):
+                layer._buffers = {}
+        self._stage_cache = (None,)
+        return self
+
     # ----- the forward and backward passes -------------------------------------------------
     def forward(self, x, train: bool = False):
         """x: (N, ...) floats -> logits (N, classes). ``train`` enables dropout."""
+        x = self.on_device(x)
         checks.check_float(x, "model input")
         if x.ndim < 2:
             raise InputError(f"model input must have a batch axis (N, ...), got shape {tuple(x.shape)}")
@@ -58,14 +137,14 @@ class Sequential:
             raise InputError(f"model input is an empty batch (shape {tuple(x.shape)}); N must be >= 1")
         checks.check_finite(x, "model input")
         x = x.astype(self.dtype, copy=False)  # no silent float64 promotion in a float32 model
-        self._stages = self.stages(fuse=tier_for(x) == "cpu")
+        self._stages = self.stages(fuse=self.fuses(x))
         for stage in self._stages:
             x = stage.forward(x, train=train)
         return x
 
     def stages(self, fuse: bool = False) -> list:
         """What forward runs: the layers, or with ``fuse`` each Conv2D -> ReLU -> MaxPool2D
-        replaced by one ``ConvReluPool`` stage (the fast tier does this; see fused.py)."""
+        replaced by one ``ConvReluPool`` stage (see fused.py)."""
         key = (fuse, tuple(map(id, self.layers)))
         if getattr(self, "_stage_cache", (None,))[0] == key:
             return self._stage_cache[1]
@@ -105,7 +184,7 @@ class Sequential:
     def loss_and_grads(self, x, y, train: bool = True, reduction: str = "mean"):
         """One forward + backward: returns (loss, {param name: gradient}, dL/dx)."""
         loss_fn = SoftmaxCrossEntropy(reduction)
-        loss = loss_fn.forward(self.forward(x, train=train), y)
+        loss = loss_fn.forward(self.forward(x, train=train), self.on_device(y, "labels"))
         dx = self.backward(loss_fn.backward(), param_grads=True)
         return float(loss), self.gradients(), dx
 
@@ -116,8 +195,7 @@ class Sequential:
         'sum' reduction each example's gradient is that of its own loss.
         """
         logits = self.forward(x, train=False)
-        if y is None:
-            y = logits.argmax(axis=1)
+        y = logits.argmax(axis=1) if y is None else self.on_device(y, "labels")
         loss_fn = SoftmaxCrossEntropy(reduction)
         loss_fn.forward(logits, y)
         return self.backward(loss_fn.backward(), param_grads=False)
@@ -191,17 +269,50 @@ class Sequential:
         """A copy of this model with parameters in ``dtype`` (float64 for gradient checks)."""
         clone = Sequential.from_config({**self.config(), "dtype": _as_dtype(dtype).name})
         clone.load_state_dict(self.state_dict())
+        clone.fuse = self.fuse  # a run-time choice, not part of the architecture
         return clone
 
+    def _fusion_line(self) -> str:
+        """How forward runs now, in words (for repr and summary)."""
+        like = next(iter(self.parameters().values()), None)  # an array on the model's device
+        state = "fused stages" if self.fuses(like) else "layer by layer"
+        return f"fuse={self.fuse!r}: {state} on the {tier_for(like)} tier"
+
+    def _stage_of_layer(self) -> dict:
+        """{layer index: 'fused i-j'} for the layers a fused stage would run together."""
+        marks, i = {}, 0
+        while i < len(self.layers):
+            if can_fuse(self.layers[i : i + 3]):
+                for k in range(i, i + 3):
+                    marks[k] = f"fused {i}-{i + 2}"
+                i += 3
+            else:
+                i += 1
+        return marks
+
     def summary(self, input_shape) -> str:
-        """A table of layers, output shapes and parameter counts for an input (C, H, W)."""
-        lines, shape = [f"{'layer':<14}{'output shape':<18}{'params':>10}"], tuple(input_shape)
-        for layer in self.layers:
+        """A table of layers, output shapes, parameter counts and which layers run as one
+        fused stage, for an input (C, H, W)."""
+        fused = self._stage_of_layer() if "fused stages" in self._fusion_line() else {}
+        lines = [self._fusion_line(), f"{'layer':<14}{'output shape':<18}{'params':>10}  runs as"]
+        shape = tuple(input_shape)
+        for i, layer in enumerate(self.layers):
             shape = layer.output_shape(shape)
             n = sum(int(v.size) for v in layer.params.values())
-            lines.append(f"{layer.name:<14}{str(shape):<18}{n:>10,}")
+            lines.append(f"{layer.name:<14}{str(shape):<18}{n:>10,}  {fused.get(i, 'layer')}")
         lines.append(f"{'total':<32}{self.num_parameters():>10,}")
         return "\n".join(lines)
 
     def __repr__(self):
-        return "Sequential(\n" + "\n".join(f"  {layer!r}" for layer in self.layers) + "\n)"
+        fused = self._stage_of_layer() if "fused stages" in self._fusion_line() else {}
+        lines = [f"Sequential({self._fusion_line()}"]
+        i = 0
+        while i < len(self.layers):
+            if i in fused:  # one fused stage: its three layers on one line
+                group = " -> ".join(repr(layer) for layer in self.layers[i : i + 3])
+                lines.append(f"  [{i}-{i + 2}] ConvReluPool: {group}")
+                i += 3
+            else:
+                lines.append(f"  [{i}] {self.layers[i]!r}")
+                i += 1
+        return "\n".join(lines) + "\n)"

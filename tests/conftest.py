@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minirobust.backend import gpu_available
+from minirobust.backend import get_backend, gpu_available, set_backend
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MINIROBUST_DATA") or REPO.parent / "shared" / "data")
@@ -36,3 +36,15 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def backend_name(request):
+    """Run a test once per backend: "cpu" everywhere, "gpu" where a CUDA device is present
+    (skipped with the reason elsewhere). New arrays and models live on that backend."""
+    old = get_backend()
+    set_backend(request.param)
+    try:
+        yield request.param
+    finally:
+        set_backend(old)

@@ -95,6 +95,25 @@ def test_policy_selects_tier():
         kernels.get_op("fft")
 
 
+def test_a_tier_with_a_few_ops_falls_back_to_the_reference_tier_op_by_op(monkeypatch):
+    # a new tier (here a stand-in with im2col only) starts small: every other op, and every
+    # tuning choice it does not make, comes from the reference tier
+    import types
+
+    partial = types.SimpleNamespace(im2col=cpu.im2col, FUSED_STAGES=())
+    monkeypatch.setattr(kernels, "_cpu_module", partial)
+    with kernels.policy("always"):
+        x = np.zeros((1, 1, 4, 4))
+        assert kernels.get_op("im2col", x) is cpu.im2col and kernels.has_op("im2col", x)
+        assert kernels.get_op("col2im", x) is reference.col2im and not kernels.has_op("col2im", x)
+        assert kernels.op_tier("im2col", x) == "cpu" and kernels.op_tier("col2im", x) == "reference"
+        assert kernels.tuning("INPUT_GRAD_CHUNK_BYTES", x) is None  # the reference tier's neutral choice
+        assert not kernels.offers_fused("conv_relu_maxpool", x)  # its own choice: no fused stage
+        assert kernels.describe()["maxpool_forward"] == "reference"
+    with pytest.raises(KeyError, match="unknown tuning"):
+        kernels.tuning("TILE_SIZE")
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 4), st.integers(1, 6), st.integers(1, 5), st.integers(1, 5), st.booleans(),
        st.integers(0, 2**31 - 1))

@@ -6,47 +6,61 @@ import numpy as np
 import pytest
 
 from minirobust import fused, kernels, nets
+from minirobust.backend import get_xp, to_device, to_host
 from minirobust.data import iterate_minibatches, separable_images
-from minirobust.errors import CheckpointError, InputError
+from minirobust.errors import BackendMismatchError, CheckpointError, InputError
 from minirobust.gradcheck import check_grad
 from minirobust.layers import Conv2D, MaxPool2D, ReLU
 from minirobust.model import Sequential
+from minirobust.kernels import cpu as cpu_tier
+from minirobust.kernels import reference
 from minirobust.optim import SGD
+from minirobust.robust import fast_method, pgd
 
 from .conftest import tie_free
 
 
+@pytest.mark.parametrize("fuse", ["auto", True, False])
 @pytest.mark.parametrize("pol", ["never", "always"])
-def test_whole_net_input_gradient_matches_finite_differences(pol):
+def test_whole_net_input_gradient_matches_finite_differences(pol, fuse):
     model = nets.tiny_convnet(in_channels=2, size=9, classes=3, seed=0)  # conv-pool-conv-pool-dense-dense
+    model.fuse = fuse
     x = tie_free((2, 2, 9, 9), low=0.0, high=1.0)
     with kernels.policy(pol):
         report = check_grad(model, x)
         ran = [type(s).__name__ for s in model._stages]
     report.assert_ok(1e-6)
     assert len(report.checks) == 1 + len(model.parameters())
-    # the fast tier runs the unpadded conv-relu-pool as one fused stage; the reference tier never fuses
-    assert ("ConvReluPool" in ran) == (pol == "always")
+    # "auto" fuses where the tier offers it (the Numba tier, not the reference tier); True and
+    # False are obeyed on either tier
+    assert ("ConvReluPool" in ran) == (fuse is True or (fuse == "auto" and pol == "always"))
 
 
-@pytest.mark.parametrize("path", ["default", "no-winners", "one-image-chunks"])
+@pytest.mark.parametrize("path", ["default", "rows", "rows-one-image-chunks", "winners"])
+@pytest.mark.parametrize("pol", ["never", "always"])
 @pytest.mark.parametrize("build", [nets.paper_mnist, nets.large_mnist])
-def test_fused_stages_give_the_layer_by_layer_numbers(build, path, monkeypatch):
-    if path != "default":  # the input gradient through drows -> W.T @ drows -> col2im, not the winners
-        monkeypatch.setattr(fused, "WINNERS_MAX_WORK", -1)
-    if path == "one-image-chunks":  # ... and a chunk of images at a time
-        monkeypatch.setattr(fused, "CHUNK_BYTES", 1)
+def test_fused_stages_give_the_layer_by_layer_numbers(build, pol, path, backend_name, monkeypatch):
+    tier = reference if pol == "never" else cpu_tier
+    if path.startswith("rows"):  # the input gradient through drows -> W.T @ drows -> col2im
+        monkeypatch.setattr(tier, "prefers_winners_input_grad", lambda *geometry: False)
+    if path == "rows-one-image-chunks":  # ... and a chunk of images at a time
+        monkeypatch.setattr(tier, "INPUT_GRAD_CHUNK_BYTES", 1)
+    if path == "winners":  # straight from the pool winners, on either tier
+        monkeypatch.setattr(tier, "prefers_winners_input_grad", lambda *geometry: True)
     model = build(seed=0, dtype=np.float64)
-    x, y = np.random.default_rng(1).random((6, 1, 28, 28)), np.arange(6)
+    x, y = to_device(np.random.default_rng(1).random((6, 1, 28, 28))), to_device(np.arange(6))
     results = {}
-    for pol in ("never", "always"):
+    for fuse in (False, True):
+        model.fuse = fuse
         with kernels.policy(pol):
             loss, grads, dx = model.loss_and_grads(x, y)
             ascent_dx = model.input_gradient(x, y)
             logits = model.forward(x, train=True)
             model.backward(logits - logits.mean(), input_grad=False)  # descent-only backward
-            results[pol] = loss, grads, dx, ascent_dx, model.gradients(), [type(s).__name__ for s in model._stages]
-    (l0, g0, dx0, a0, d0, s0), (l1, g1, dx1, a1, d1, s1) = results["never"], results["always"]
+            results[fuse] = (loss, to_host(dx), to_host(ascent_dx), {k: to_host(v) for k, v in grads.items()},
+                             {k: to_host(v) for k, v in model.gradients().items()},
+                             [type(s).__name__ for s in model._stages])
+    (l0, dx0, a0, g0, d0, s0), (l1, dx1, a1, g1, d1, s1) = results[False], results[True]
     assert s0.count("ConvReluPool") == 0 and s1.count("ConvReluPool") == 2
     assert l0 == pytest.approx(l1, rel=1e-12)
     for got, want in ((dx1, dx0), (a1, a0)):
@@ -57,8 +71,8 @@ def test_fused_stages_give_the_layer_by_layer_numbers(build, path, monkeypatch):
 
 
 def test_which_stages_take_the_input_gradient_from_the_pool_winners():
-    # the rule (fused.WINNERS_MAX_WORK) picks the winners kernel where it is less work than the
-    # product: both benchmark nets' stages; not a 2x2 pool over a 1x1 convolution
+    # the Numba tier's rule (cpu.WINNERS_MAX_WORK) picks the winners kernel where it is less work
+    # than the product: both benchmark nets' stages; not a 2x2 pool over a 1x1 convolution
     x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
     pointwise = Sequential([Conv2D(1, 4, 1), ReLU(), MaxPool2D(2)])
     for model, expected in ((nets.paper_mnist(seed=0), [True, True]), (nets.large_mnist(seed=0), [True, True]),
@@ -67,7 +81,7 @@ def test_which_stages_take_the_input_gradient_from_the_pool_winners():
             model.forward(x)
             stages = [s for s in model._stages if isinstance(s, fused.ConvReluPool)]
             assert [s._input_grad_from_winners(x) for s in stages] == expected
-        with kernels.policy("never"):  # the reference tier never does (nor does it fuse)
+        with kernels.policy("never"):  # the reference tier's op IS the rows path: nothing to choose
             assert not any(s._input_grad_from_winners(x) for s in stages)
 
 
@@ -75,8 +89,82 @@ def test_image_chunks_cover_the_batch_in_near_equal_parts():
     assert fused.image_chunks(10, 100, budget=1000) == [(0, 10)]
     assert fused.image_chunks(10, 100, budget=400) == [(0, 4), (4, 8), (8, 10)]
     assert fused.image_chunks(5, 100, budget=1) == [(i, i + 1) for i in range(5)]  # at least one image
-    chunks = fused.image_chunks(100, 627_200, budget=8 << 20)  # the larger net's 2nd convolution
+    assert fused.image_chunks(7, 100, budget=None) == [(0, 7)]  # a tier without a chunk size
+    chunks = fused.image_chunks(100, 627_200, budget=cpu_tier.INPUT_GRAD_CHUNK_BYTES)  # larger net's conv 2
     assert chunks[0] == (0, 13) and chunks[-1][1] == 100 and len(chunks) == 8
+
+
+def test_repr_and_summary_show_the_fusion_choice():
+    model = nets.paper_mnist(seed=0)
+    with kernels.policy("always"):
+        text, table = repr(model), model.summary((1, 28, 28))
+        assert "fuse='auto': fused stages on the cpu tier" in text
+        assert "[1-3] ConvReluPool: Conv2D(" in text and "[4-6] ConvReluPool" in text
+        assert table.count("fused 1-3") == 3 and table.count("fused 4-6") == 3
+        model.fuse = False
+        assert "fuse=False: layer by layer on the cpu tier" in repr(model)
+        assert "ConvReluPool" not in repr(model) and "fused" not in model.summary((1, 28, 28)).split("\n", 1)[1]
+    with kernels.policy("never"):
+        model.fuse = "auto"
+        assert "fuse='auto': layer by layer on the reference tier" in repr(model)
+        model.fuse = True
+        assert "fuse=True: fused stages on the reference tier" in repr(model)
+
+
+def test_one_call_steps_layer_by_layer_on_the_fast_tier():
+    model = nets.paper_mnist(seed=0)
+    x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+    with kernels.policy("always"):
+        model.forward(x)  # fused: the ReLU and pool layers hold nothing of their own
+        assert model.layers[2]._mask is None and model.layers[3]._argmax is None
+        with model.layer_by_layer():  # the one call; the kernels stay on the Numba tier
+            assert kernels.tier_for(x) == "cpu"
+            model.forward(x)
+            stages = [type(s).__name__ for s in model._stages]
+            relu, pool = model.layers[2], model.layers[3]
+            assert relu._mask.shape == (3, 32, 24, 24) and pool._argmax.shape == (3, 32, 8, 8)
+            assert all(layer._x_shape is not None for layer in (model.layers[1], model.layers[4], pool))
+        assert "ConvReluPool" not in stages and model.fuse == "auto"  # restored afterwards
+        model.forward(x)  # fused again: the stale per-layer state is cleared, not left behind
+        assert model.layers[2]._mask is None and model.layers[3]._argmax is None
+
+
+def test_fuse_rejects_unknown_choices():
+    model = nets.paper_mnist(seed=0)
+    for bad in ("yes", 1, None):
+        with pytest.raises(InputError, match="fuse must be 'auto', True or False"):
+            model.fuse = bad
+    assert Sequential(model.layers, fuse=False).fuse is False
+
+
+def test_a_device_array_given_to_a_host_model_is_a_named_error():
+    class FakeCupyArray:  # an object whose type lives in a 'cupy' module, like cupy.ndarray
+        shape, dtype, ndim = (2, 1, 28, 28), np.dtype(np.float32), 4
+
+    FakeCupyArray.__module__ = "cupy._core.core"
+    model = nets.paper_mnist(seed=0)
+    assert model.device == "cpu"
+    for call in (lambda: model.forward(FakeCupyArray()), lambda: model.input_gradient(FakeCupyArray()),
+                 lambda: fast_method(model, FakeCupyArray()), lambda: pgd(model, FakeCupyArray())):
+        with pytest.raises(BackendMismatchError, match="model input|attack input"):
+            call()
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    with pytest.raises(BackendMismatchError, match="labels is a CuPy"):
+        model.loss_and_grads(x, FakeCupyArray())
+
+
+def test_host_arrays_are_moved_to_the_models_device(backend_name):
+    # on the cpu backend this is the identity; on a GPU (marker gpu) the host batch is copied over
+    model = nets.paper_mnist(seed=0).to(backend_name)
+    x, y = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32), np.arange(4)
+    assert model.device == backend_name
+    logits = model.forward(x)
+    loss, grads, dx = model.loss_and_grads(x, y)
+    adv = fast_method(model, x, y, eps=0.1)
+    assert all(get_xp(a) is get_xp(model.parameters()["1_conv2d.W"]) for a in (logits, dx, adv.x_adv))
+    host = nets.paper_mnist(seed=0)
+    np.testing.assert_allclose(to_host(logits), host.forward(x), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(to_host(dx), host.loss_and_grads(x, y)[2], rtol=1e-3, atol=1e-6)
 
 
 def test_loss_and_grads_input_gradient_matches_finite_differences():

@@ -10,7 +10,9 @@ import pytest
 from minirobust import checkpoint, nets
 from minirobust.data import separable_images
 from minirobust.errors import InputError, TrainingError
-from minirobust.robust import Ball, RobustTrainer, TrainConfig, per_example_loss, robust_accuracy
+from minirobust.robust import Ball, RobustTrainer, TrainConfig, ascent, fast_method, per_example_loss, pgd, robust_accuracy
+from minirobust.robust import attacks as attacks_module
+from minirobust.robust import trainer as trainer_module
 
 from .helpers import mnist_arrays, test_batch, train_mnist, trained_baseline
 
@@ -31,6 +33,27 @@ def test_ascent_step_stays_in_ball_and_raises_loss(norm, eps, steps):
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     assert (per_example_loss(model, x_adv, y) > per_example_loss(model, x, y)).mean() >= 0.95
     assert all(np.array_equal(v, before[k]) for k, v in model.parameters().items())  # ... and changes none
+
+
+@pytest.mark.parametrize("norm, eps", [("inf", 0.1), ("2", 1.5), ("1", 2.0)])
+def test_trainer_and_attacks_share_one_ascent_routine(norm, eps, monkeypatch):
+    # the trainer's perturbed batch IS the fast method's (one step) and PGD's without a random
+    # start (k steps) on the same weights: both go through robust.ascent.ascend
+    model = trained_baseline()
+    x, y = test_batch(100)
+    one = _quiet(model, norm=norm, eps=eps).perturb(x, y)
+    np.testing.assert_array_equal(one, fast_method(model, x, y, norm=norm, eps=eps).x_adv)
+    k = _quiet(model, norm=norm, eps=eps, ascent_steps=4).perturb(x, y)
+    np.testing.assert_array_equal(k, pgd(model, x, y, norm=norm, eps=eps, steps=4, random_start=False).x_adv)
+    unclipped = _quiet(model, norm=norm, eps=eps, clip=False).perturb(x, y)
+    np.testing.assert_array_equal(unclipped, fast_method(model, x, y, norm=norm, eps=eps, bounds=None).x_adv)
+    calls = []
+    monkeypatch.setattr(trainer_module, "ascend", lambda *a, **kw: calls.append("trainer") or ascent.ascend(*a, **kw))
+    monkeypatch.setattr(attacks_module, "ascend", lambda *a, **kw: calls.append("attack") or ascent.ascend(*a, **kw))
+    _quiet(model, norm=norm, eps=eps).perturb(x, y)
+    fast_method(model, x, y, norm=norm, eps=eps)
+    pgd(model, x, y, norm=norm, eps=eps, steps=2)
+    assert calls == ["trainer", "attack", "attack"]
 
 
 def test_ascent_skips_parameter_gradients(monkeypatch):

@@ -9,6 +9,12 @@ Policy for the fast tier: ``auto`` (fast tier when it can run, the default), ``a
 notebook). Set with ``set_policy`` or the environment variable ``MINIROBUST_FAST``.
 
 Use ``get_op("im2col", x)`` to get the function for an op and the arrays it will run on.
+
+A tier may implement only some ops: ``get_op`` falls back to the reference tier, op by op, so a
+new tier can start with a few kernels (``has_op`` says whether a tier has its own). Tuning
+choices that belong to one tier (how big a chunk, which of two equal paths is cheaper there)
+live in that tier's module as ``TUNING`` names, read with ``tuning(name, x)`` and falling back
+to the reference tier's neutral choice in the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from . import reference
 
 OPS = ("im2col", "col2im", "maxpool_forward", "maxpool_backward", "rows_to_nchw", "nchw_to_rows",
        "rows_relu_maxpool", "relu_maxpool_to_rows", "conv_relu_maxpool_input_grad", "sgd_momentum_step")
+# The tier-specific choices a tier may make (see reference.py for what each means).
+TUNING = ("FUSED_STAGES", "INPUT_GRAD_CHUNK_BYTES", "prefers_winners_input_grad")
 POLICIES = ("auto", "always", "never")
 
 _policy = None
@@ -85,18 +93,58 @@ def tier_for(x=None) -> str:
     return "reference"
 
 
-def get_op(name: str, x=None):
-    """The function implementing op ``name`` for arrays like ``x``."""
+def _tier_module(x=None):
+    """The module of the tier that ``tier_for(x)`` names."""
+    get_xp(x)  # raises early on a mixed/unknown array type
+    return _cpu() if tier_for(x) == "cpu" else reference
+
+
+def has_op(name: str, x=None) -> bool:
+    """True when the tier for ``x`` implements op ``name`` itself (no fallback needed)."""
     if name not in OPS:
         raise KeyError(f"unknown op {name!r}; ops are {OPS}")
-    get_xp(x)  # raises early on a mixed/unknown array type
-    module = _cpu() if tier_for(x) == "cpu" else reference
-    return getattr(module, name)
+    return hasattr(_tier_module(x), name)
+
+
+def _own_or_reference(name, x):
+    module = _tier_module(x)
+    return getattr(module if hasattr(module, name) else reference, name)
+
+
+def get_op(name: str, x=None):
+    """The function implementing op ``name`` for arrays like ``x``: the tier's own, or the
+    reference tier's where the tier has none."""
+    if name not in OPS:
+        raise KeyError(f"unknown op {name!r}; ops are {OPS}")
+    return _own_or_reference(name, x)
+
+
+def tuning(name: str, x=None):
+    """A tier-specific choice (one of ``TUNING``) of the tier for ``x``, or the reference
+    tier's neutral one where the tier makes none."""
+    if name not in TUNING:
+        raise KeyError(f"unknown tuning {name!r}; known: {TUNING}")
+    return _own_or_reference(name, x)
+
+
+def offers_fused(stage: str, x=None) -> bool:
+    """Does the tier for ``x`` offer fused stage ``stage`` (e.g. "conv_relu_maxpool")?
+
+    Fusion is an optimisation a tier offers (its module lists it in ``FUSED_STAGES``), not
+    something every tier does: the reference tier holds the fused ops as readable oracles
+    but offers no fused stage, so by default it runs the layers one by one.
+    """
+    return stage in tuning("FUSED_STAGES", x)
+
+
+def op_tier(name: str, x=None) -> str:
+    """The tier that will actually run op ``name`` on arrays like ``x`` (after fallback)."""
+    return tier_for(x) if has_op(name, x) else "reference"
 
 
 def describe() -> dict:
     """Which tier each op uses for host arrays now, for ``minirobust.info()``."""
-    return {op: tier_for(None) for op in OPS}
+    return {op: op_tier(op) for op in OPS}
 
 
 def thread_settings() -> dict:

@@ -282,6 +282,35 @@ def _sgd_momentum_step(param, grad, velocity, lr, wd, momentum):
         param[k] += velocity[k]
 
 
+# ----- tuning: this tier's choices for the fused stage (read through kernels.tuning) ----------
+
+# Stages this tier runs fused when a model's ``fuse`` is "auto" (see minirobust/fused.py).
+FUSED_STAGES = ("conv_relu_maxpool",)
+
+# Bytes of the fused stage's input-gradient columns per chunk of images. ``W.T @ drows`` is as
+# big as im2col's columns, KH*KW times the input (63 MB for the larger benchmark net's second
+# convolution at batch 100); written whole, it has left the cache before col2im reads it back.
+# 8 MB measured best of 2-16 MB on a 2-core AMD EPYC (2 MB L2 per core, 32 MB L3); the paper's
+# net (<= 5.8 MB) never splits. Chunking the forward's product the same way was slower (the
+# product runs less efficiently on fewer columns), so only the input gradient is chunked.
+INPUT_GRAD_CHUNK_BYTES = 8 << 20
+
+# The input gradient goes straight from the pool winners when that takes at most this fraction
+# of the multiply-adds of W.T @ drows. Per window and input channel it is one (TH, TW) patch per
+# filter, against KH*KW positions times a CKH x CKW filter: 49 / (9 * 25) = 0.22 on the paper
+# net's first convolution, 36 / (4 * 25) = 0.36 on the other three benchmark convolutions. A
+# 1x1 pool (ratio 1) keeps the product, which BLAS runs faster.
+WINNERS_MAX_WORK = 0.5
+
+
+def prefers_winners_input_grad(pool_kernel, conv_stride, conv_kernel) -> bool:
+    """Take the fused stage's dx from the pool winners (``conv_relu_maxpool_input_grad``)
+    when it is less work than the product through the rows (``WINNERS_MAX_WORK``)."""
+    (KH, KW), (CKH, CKW) = pool_kernel, conv_kernel
+    TH, TW = window_patch(KH, KW, conv_stride, conv_kernel)
+    return TH * TW <= WINNERS_MAX_WORK * KH * KW * CKH * CKW
+
+
 def _padded(x, PH, PW, value):
     x = np.ascontiguousarray(x)
     if PH == 0 and PW == 0:

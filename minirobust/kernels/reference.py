@@ -202,6 +202,20 @@ def conv_relu_maxpool_input_grad(dy, pos, W, x_shape, OH, OW, KH, KW, SH, SW, co
     return xp.ascontiguousarray(dx)
 
 
+# ----- tuning: the reference tier's neutral choices ---------------------------------------------
+# A fast tier may make its own (``kernels.tuning``); the reference tier makes no speed trade-off.
+
+FUSED_STAGES = ()  # the fused ops below are oracles; this tier offers no fused stage itself
+INPUT_GRAD_CHUNK_BYTES = None  # the fused stage's input gradient: all images in one chunk
+
+
+def prefers_winners_input_grad(pool_kernel, conv_stride, conv_kernel) -> bool:
+    """Should the fused stage take dx from ``conv_relu_maxpool_input_grad`` rather than
+    through the rows (drows -> W.T @ drows -> col2im)? Both give the same numbers; here the
+    op IS the rows path, so there is nothing to choose."""
+    return False
+
+
 # ----- the optimiser's update ------------------------------------------------------------------
 
 def sgd_momentum_step(param, grad, velocity, lr, wd, momentum):

@@ -1,5 +1,6 @@
 """Robust optimization: uncertainty sets, attacks, Algorithm 1, evaluation."""
 
+from .ascent import ascend
 from .attacks import ATTACKS, AttackResult, fast_method, per_example_loss, pgd, single_pixel
 from .balls import Ball, lp_norm, parse_norm, project_l1, project_lp
 from .evaluate import (
@@ -14,7 +15,7 @@ from .evaluate import (
 from .trainer import RobustTrainer, TrainConfig
 
 __all__ = [
-    "ATTACKS", "AdversarialSet", "AttackResult", "Ball", "RobustTrainer", "TrainConfig", "accuracy_on_set",
+    "ATTACKS", "AdversarialSet", "ascend", "AttackResult", "Ball", "RobustTrainer", "TrainConfig", "accuracy_on_set",
     "accuracy_vs_eps", "adversarial_set", "fast_method", "full_range_check", "lp_norm", "norm_stats",
     "parse_norm", "per_example_loss", "pgd", "project_l1", "project_lp", "robust_accuracy", "single_pixel",
 ]

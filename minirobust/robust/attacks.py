@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import checks
-from ..backend import get_xp, to_device
+from ..backend import get_xp
 from ..errors import InputError
 from ..losses import SoftmaxCrossEntropy
+from .ascent import ascend, ascent_gradient, clip_to_bounds, default_step_size
 from .balls import Ball, lp_norm
 
 
@@ -39,7 +40,9 @@ class AttackResult:
 
 # ----- helpers -------------------------------------------------------------------------------------
 
-def _check_inputs(x, bounds):
+def _check_inputs(model, x, bounds):
+    """``x`` checked and on the model's device (the device rule: see model.py)."""
+    x = model.on_device(x, "attack input")
     checks.check_float(x, "attack input")
     if x.ndim < 2 or x.shape[0] == 0:
         raise InputError(f"attack input must be a non-empty batch (N, ...), got shape {tuple(x.shape)}")
@@ -51,19 +54,14 @@ def _check_inputs(x, bounds):
         if float(x.min()) < lo - 1e-6 or float(x.max()) > hi + 1e-6:
             raise InputError(f"attack input has values in [{float(x.min()):.3g}, {float(x.max()):.3g}], outside "
                              f"bounds {bounds}: models take raw pixel-space images (normalise inside the model)")
+    return x
 
 
 def _labels(model, x, y):
     if y is None:
         return model.predict(x)
     checks.check_labels(y, x.shape[0], 2**31 - 1)
-    return y
-
-
-def _clip(x_adv, bounds):
-    if bounds is None:
-        return x_adv
-    return get_xp(x_adv).clip(x_adv, bounds[0], bounds[1])
+    return model.on_device(y, "labels")
 
 
 def _success(model, x_adv, y, targeted):
@@ -74,12 +72,6 @@ def _success(model, x_adv, y, targeted):
 def per_example_loss(model, x, y):
     """Cross-entropy of each example, shape (N,), in evaluation mode."""
     return SoftmaxCrossEntropy("none").forward(model.forward(x, train=False), y)
-
-
-def _ascent_gradient(model, x, y, targeted):
-    """Gradient of the loss to increase: +grad (untargeted) or -grad of the target's loss."""
-    g = model.input_gradient(x, y)
-    return -g if targeted else g
 
 
 def _batched(attack_one, x, y, batch_size, extra=()):
@@ -99,13 +91,13 @@ def fast_method(model, x, y=None, norm="inf", eps=0.1, bounds=(0.0, 1.0), target
     """One steepest-ascent step of size eps in the chosen norm (the paper's eq. for
     x' = x + argmax_{||d|| <= eps} <grad_x J(x, y), d>); l_inf is Goodfellow's FGSM."""
     ball = Ball(norm, eps, l1_top_k=l1_top_k)
-    _check_inputs(x, bounds)
+    x = _check_inputs(model, x, bounds)
     y = _labels(model, x, y)
 
     def one(xc, yc):
         if ball.eps == 0:
             return (xc.copy(),)
-        return (_clip(xc + ball.steepest_ascent(_ascent_gradient(model, xc, yc, targeted)), bounds),)
+        return (ascend(model, xc, yc, ball, bounds=bounds, targeted=targeted),)
 
     (x_adv,) = _batched(one, x, y, batch_size)
     return AttackResult(x_adv, _success(model, x_adv, y, targeted), lp_norm(x_adv - x, ball.p), y)
@@ -118,13 +110,13 @@ def fast_method_sweep(model, x, y=None, norm="inf", eps_list=(0.1,), bounds=(0.0
     eps, so a sweep over eps costs one backward pass plus one forward pass per eps. Yields
     (eps, AttackResult) equal to ``fast_method(..., eps=eps)``.
     """
-    _check_inputs(x, bounds)
+    x = _check_inputs(model, x, bounds)
     y = _labels(model, x, y)
-    unit = Ball(norm, 1.0).steepest_ascent(_ascent_gradient(model, x, y, targeted))
+    unit = Ball(norm, 1.0).steepest_ascent(ascent_gradient(model, x, y, targeted))
     p = Ball(norm, 1.0).p
     for eps in eps_list:
         Ball(norm, eps)  # validates eps
-        x_adv = x.copy() if eps == 0 else _clip(x + unit * x.dtype.type(eps), bounds)
+        x_adv = x.copy() if eps == 0 else clip_to_bounds(x + unit * x.dtype.type(eps), bounds)
         yield eps, AttackResult(x_adv, _success(model, x_adv, y, targeted), lp_norm(x_adv - x, p), y)
 
 
@@ -139,10 +131,10 @@ def pgd(model, x, y=None, norm="inf", eps=0.1, steps=10, step_size=None, random_
     the per-example worst case is kept (a success beats a failure; then higher loss wins).
     """
     ball = Ball(norm, eps)
-    _check_inputs(x, bounds)
+    x = _check_inputs(model, x, bounds)
     if int(steps) < 1 or int(restarts) < 1:
         raise InputError(f"steps and restarts must be >= 1, got {steps}, {restarts}")
-    alpha = 2.5 * ball.eps / steps if step_size is None else float(step_size)
+    alpha = default_step_size(ball.eps, steps) if step_size is None else float(step_size)
     if alpha < 0:
         raise InputError(f"step_size must be >= 0, got {step_size}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -151,16 +143,14 @@ def pgd(model, x, y=None, norm="inf", eps=0.1, steps=10, step_size=None, random_
     # in chunks (batch_size) gives exactly the same result as all at once
     starts = np.stack([ball.sample(x.shape, rng, dtype=x.dtype) if random_start else np.zeros(x.shape, x.dtype)
                        for _ in range(restarts)])
-    starts = to_device(starts)
+    starts = model.on_device(starts, "random starts")
 
     def one(xc, yc, starts_c):
         xp = get_xp(xc)
         best_x, best_ok, best_loss = None, None, None
         for r in range(restarts):
-            xa = _clip(xc + ball.project(starts_c[r]), bounds)
-            for _ in range(steps):
-                step = ball.steepest_ascent(_ascent_gradient(model, xa, yc, targeted), eps=alpha)
-                xa = _clip(xc + ball.project(xa + step - xc), bounds)
+            xa = ascend(model, xc, yc, ball, steps=steps, step_size=alpha, start=starts_c[r], bounds=bounds,
+                        targeted=targeted)
             ok = _success(model, xa, yc, targeted)
             loss = per_example_loss(model, xa, yc)
             if targeted:
@@ -189,12 +179,12 @@ def single_pixel(model, x, y=None, eps=1.0, bounds=(0.0, 1.0), targeted=False, b
     |g_i| * min(eps, room_i) and we pick the best of those.
     """
     ball = Ball(1, eps)
-    _check_inputs(x, bounds)
+    x = _check_inputs(model, x, bounds)
     y = _labels(model, x, y)
 
     def one(xc, yc):
         xp = get_xp(xc)
-        g = _ascent_gradient(model, xc, yc, targeted)
+        g = ascent_gradient(model, xc, yc, targeted)
         flat_g, flat_x = g.reshape(g.shape[0], -1), xc.reshape(xc.shape[0], -1)
         if bounds is None:
             room = xp.full_like(flat_x, ball.eps)

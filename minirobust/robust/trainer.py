@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import checkpoint, kernels
-from ..backend import get_xp
 from ..data.batches import iterate_minibatches
 from ..errors import InputError, TrainingError
 from ..losses import SoftmaxCrossEntropy
 from ..optim import SGD
+from .ascent import ascend
 from .balls import Ball
 
 
@@ -97,22 +97,13 @@ class RobustTrainer:
 
     # ----- the two steps of Algorithm 1 ------------------------------------------------------------
     def perturb(self, x, y):
-        """The ascent step: the worst-case x' in the uncertainty set (first order)."""
-        cfg, ball = self.config, self.ball
-        bounds = tuple(cfg.bounds) if cfg.clip else None
-        xp = get_xp(x)
-
-        def clip(z):
-            return z if bounds is None else xp.clip(z, bounds[0], bounds[1])
-
-        if cfg.ascent_steps == 1:
-            return clip(x + ball.steepest_ascent(self.model.input_gradient(x, y)))
-        step = cfg.ascent_step_size or 2.5 * ball.eps / cfg.ascent_steps
-        x_adv = x
-        for _ in range(cfg.ascent_steps):
-            x_adv = x_adv + ball.steepest_ascent(self.model.input_gradient(x_adv, y), eps=step)
-            x_adv = clip(x + ball.project(x_adv - x))
-        return x_adv
+        """The ascent step: the worst-case x' in the uncertainty set (first order), by the
+        routine the attacks use (``ascent.ascend``): one steepest-ascent step, or k projected
+        steps from x itself (no random start)."""
+        cfg = self.config
+        step_size = cfg.ascent_step_size if cfg.ascent_steps > 1 else None
+        return ascend(self.model, x, y, self.ball, steps=cfg.ascent_steps, step_size=step_size,
+                      bounds=tuple(cfg.bounds) if cfg.clip else None)
 
     def descent_gradients(self, x, y):
         """Loss, parameter gradients and the number of correct predictions on (x, y)."""
@@ -130,6 +121,7 @@ class RobustTrainer:
         A non-finite loss returns before touching the parameters.
         """
         alpha = self.config.alpha
+        x, y = self.model.on_device(x, "training batch"), self.model.on_device(y, "labels")
         x_used = x if self.ball is None or self.ball.eps == 0 else self.perturb(x, y)
         loss, grads, correct = self.descent_gradients(x_used, y)
         if alpha is not None and x_used is not x:

@@ -1,0 +1,86 @@
+"""Gradient-check exercises: write a backward pass (or an ascent step), and get told what is wrong.
+
+    from minirobust.exercises import check, load_exercise
+    fn = load_exercise("dense_backward")        # your function, from lessons/exercises/dense_backward.py
+    check("dense_backward", fn)                 # prints and returns a Result
+
+The same ``check`` runs in the notebooks, on the command line
+(``minirobust exercises check dense_backward``) and in the project's tests. It says which
+tensor is wrong, at which index, what finite differences (or the library) expected and what
+the function returned, and the error band it expected. ``EXERCISES`` lists them; the stubs are
+in ``lessons/exercises/`` and the reference solutions apart, in ``lessons/solutions/``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from ..errors import InputError
+from .catalog import EXERCISES, Exercise
+from .checker import BANDS, Mismatch, Result, band
+
+__all__ = ["EXERCISES", "Exercise", "Result", "check", "check_file", "find_exercise_file", "load_exercise"]
+
+
+def check(name: str, fn, verbose: bool = True) -> Result:
+    """Judge ``fn`` as exercise ``name``; print the verdict (unless ``verbose=False``) and
+    return it as a ``Result`` (true when passed)."""
+    exercise = _exercise(name)
+    if not callable(fn):
+        raise InputError(f"check({name!r}, fn): fn must be a function, got {type(fn).__name__}")
+    try:
+        worst = exercise.judge(fn)
+        result = Result(name, True, f"PASSED {name}: every tensor matches (worst relative error {worst:.1e}, "
+                                    f"{band(worst)}; {BANDS})", worst)
+    except NotImplementedError:
+        result = Result(name, False, f"NOT WRITTEN YET {name}: the function still raises NotImplementedError. "
+                                     f"Write {exercise.signature}. Hint: {exercise.hint}.")
+    except Mismatch as wrong:
+        result = Result(name, False, f"FAILED {name}: {wrong}. Hint: {exercise.hint}.")
+    except Exception as exc:  # the learner's code crashed: say where, not a traceback wall
+        result = Result(name, False, f"FAILED {name}: the function raised {type(exc).__name__}: {exc}. "
+                                     f"It is called as {exercise.signature}.")
+    if verbose:
+        print(result.message)
+    return result
+
+
+def find_exercise_file(name: str, folder=None) -> Path:
+    """The learner's file for exercise ``name``: ``<folder>/<name>.py``, by default in
+    ./exercises (a notebook in lessons/) or ./lessons/exercises (the repository root)."""
+    _exercise(name)
+    candidates = [Path(folder)] if folder is not None else [Path("exercises"), Path("lessons") / "exercises"]
+    for base in candidates:
+        path = base / f"{name}.py"
+        if path.is_file():
+            return path
+    raise InputError(f"no file {name}.py in {', '.join(str(c) for c in candidates)}")
+
+
+def load_exercise(name: str, folder=None):
+    """Import the function ``name`` from its file (re-read on every call, so an edit counts)."""
+    return _function_from(find_exercise_file(name, folder), name)
+
+
+def check_file(path, name: str | None = None, verbose: bool = True) -> Result:
+    """``check`` the function in ``path`` (named like the file unless ``name`` is given)."""
+    path = Path(path)
+    name = name or path.stem
+    return check(name, _function_from(path, name), verbose=verbose)
+
+
+def _function_from(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(f"exercise_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # the learner's own file: running it is the point
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise InputError(f"{path} defines no function named {name}")
+    return fn
+
+
+def _exercise(name) -> Exercise:
+    if name not in EXERCISES:
+        raise InputError(f"unknown exercise {name!r}; the exercises are: {', '.join(EXERCISES)}")
+    return EXERCISES[name]

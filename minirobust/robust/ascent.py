@@ -1,0 +1,65 @@
+"""The ascent step: the one routine that moves inputs uphill inside an uncertainty set.
+
+Algorithm 1's training step, the fast method and PGD all do the same thing to a batch:
+
+    one step  (the paper's):  x' = clip(x + argmax_{delta in ball} <g, delta>),  g = dJ/dx at x
+    k steps   (projected):    x_0 = clip(x + project(start))      (start = 0 without a random start)
+                              x_{t+1} = clip(x + project(x_t + step_t - x)),
+                              step_t = steepest ascent of size ``step_size`` at x_t
+
+``clip`` keeps the input bounds (skipped when ``bounds`` is None, the paper's unclipped
+setting) and ``project`` is the exact projection onto the ball. One step needs no projection:
+the steepest-ascent step has norm eps exactly.
+
+The trainer (``RobustTrainer.perturb``) and the attacks (``fast_method``, ``pgd``) call this,
+so they cannot drift apart; the attacks add their success flags on top, the trainer does not
+need them. The gradient is the model's input gradient in evaluation mode.
+"""
+
+from __future__ import annotations
+
+from ..backend import get_xp
+from ..errors import InputError
+from .balls import Ball
+
+
+def default_step_size(eps: float, steps: int) -> float:
+    """2.5 * eps / steps (Madry et al.): enough to cross the ball and come back."""
+    return 2.5 * eps / steps
+
+
+def clip_to_bounds(x, bounds):
+    """x clipped to ``bounds = (low, high)``; unchanged when bounds is None."""
+    if bounds is None:
+        return x
+    return get_xp(x).clip(x, bounds[0], bounds[1])
+
+
+def ascent_gradient(model, x, y, targeted=False):
+    """The direction to climb: dJ(x, y)/dx, or minus it for a targeted attack (whose loss on
+    the target labels ``y`` goes down)."""
+    g = model.input_gradient(x, y)
+    return -g if targeted else g
+
+
+def ascend(model, x, y, ball: Ball, steps: int = 1, step_size=None, start=None, bounds=(0.0, 1.0),
+           targeted=False):
+    """Worst-case inputs x' in ``ball`` around ``x`` (first order), for labels ``y``.
+
+    x: (N, ...) inputs on the model's device; y: (N,) labels; ball: the uncertainty set.
+    steps=1 with no ``start``: the paper's single steepest-ascent step of size eps.
+    Otherwise ``steps`` projected steps of ``step_size`` (default ``default_step_size``),
+    from ``x + project(start)`` when a start offset (N, ...) is given.
+    Returns x' (a new array; ``x`` is not modified).
+    """
+    steps = int(steps)
+    if steps < 1:
+        raise InputError(f"steps must be >= 1, got {steps}")
+    if steps == 1 and start is None and step_size is None:
+        return clip_to_bounds(x + ball.steepest_ascent(ascent_gradient(model, x, y, targeted)), bounds)
+    alpha = default_step_size(ball.eps, steps) if step_size is None else float(step_size)
+    x_adv = x if start is None else clip_to_bounds(x + ball.project(start), bounds)
+    for _ in range(steps):
+        step = ball.steepest_ascent(ascent_gradient(model, x_adv, y, targeted), eps=alpha)
+        x_adv = clip_to_bounds(x + ball.project(x_adv + step - x), bounds)
+    return x_adv
