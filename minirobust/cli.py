@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import MinirobustError
+from .errors import InputError, MinirobustError
 
 
 def _add_common(p):
@@ -218,6 +218,23 @@ def cmd_evaluate(args):
         print(f"report saved to {args.out}")
 
 
+def cmd_exercises(args):
+    from . import exercises  # noqa: PLC0415
+
+    if args.action == "list":
+        for name, exercise in exercises.EXERCISES.items():
+            print(f"{name:<22}{exercise.signature}")
+        return 0
+    names = list(exercises.EXERCISES) if args.name == "all" else [args.name]
+    if args.file and len(names) > 1:
+        raise InputError("--file checks one exercise: name it instead of 'all'")
+    results = [exercises.check_file(args.file, name) if args.file else
+               exercises.check(name, exercises.load_exercise(name, args.folder)) for name in names]
+    if len(results) > 1:
+        print(f"{sum(r.passed for r in results)} of {len(results)} exercises pass")
+    return 0 if all(r.passed for r in results) else 1
+
+
 def cmd_reproduce(args):
     from .experiments.mnist import QUICK, MnistReproduction, Settings  # noqa: PLC0415
 
@@ -311,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="save the report as JSON")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("exercises", help="list the gradient-check exercises, or check your solution of one")
+    p.add_argument("action", choices=["list", "check"])
+    p.add_argument("name", nargs="?", default="all", help="an exercise name, or 'all' (default)")
+    p.add_argument("--file", help="the file with your function (default: <folder>/<name>.py)")
+    p.add_argument("--folder", help="where your exercise files are (default: ./exercises or ./lessons/exercises)")
+    p.set_defaults(func=cmd_exercises)
+
     p = sub.add_parser("reproduce", help="run the paper's experiment end to end (Table 1, AMNIST, curves, figures)")
     _add_common(p)
     p.add_argument("experiment", choices=("mnist",))
@@ -336,18 +360,18 @@ def main(argv=None) -> int:
 
     tune_allocator()  # reuse freed pages between steps (see hostmem.py); MINIROBUST_MALLOC_TUNING=0 skips
     try:
-        if args.backend:
+        if getattr(args, "backend", None):
             from .backend import set_backend  # noqa: PLC0415
 
             set_backend(args.backend)
-        args.func(args)
+        rc = args.func(args)
     except MinirobustError as exc:
         print(f"minirobust {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

@@ -94,13 +94,13 @@ def ascent_judge(norm, seed=0):
         norms, want = lp_norm(delta, ball.p), np.where(lp_norm(g, 2) > 0, ball.eps, 0.0)
         for n in range(len(g)):
             if abs(norms[n] - want[n]) > 1e-9 * max(1.0, want[n]):
-                raise Mismatch(f"delta: example {n} has ||delta||_{ball.name} = {norms[n]:.6g}, expected eps = "
+                raise Mismatch(f"delta is wrong: example {n} has ||delta||_{ball.name} = {norms[n]:.6g}, expected eps = "
                                f"{want[n]:.6g} (each example's step has norm eps, or 0 for a zero gradient)")
         gain = (g * delta).reshape(len(g), -1).sum(axis=1)
         best = ball.eps * lp_norm(g, q)
         for n in range(len(g)):
             if gain[n] < best[n] * (1 - 1e-9) - 1e-12:
-                raise Mismatch(f"delta: example {n} gains <g, delta> = {gain[n]:.6g}, but the best step in the "
+                raise Mismatch(f"delta is wrong: example {n} gains <g, delta> = {gain[n]:.6g}, but the best step in the "
                                f"ball gains eps * ||g||_q = {best[n]:.6g} (q = {q:g}, the dual norm): not the "
                                "steepest ascent")
         return compare("delta", delta, ball.steepest_ascent(g), what="the steepest ascent step is")

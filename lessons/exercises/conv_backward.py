@@ -1,0 +1,27 @@
+"""Exercise conv_backward: write the function below, then check it.
+
+In a notebook:   from minirobust.exercises import check, load_exercise
+                 check("conv_backward", load_exercise("conv_backward"))
+In a terminal:   minirobust exercises check conv_backward
+The checker compares what you return with the truth and names the tensor, the index and the
+error band when something is off. A reference solution is in ../solutions/conv_backward.py: try first.
+"""
+
+import numpy as np
+
+from minirobust.kernels.reference import col2im, im2col
+
+
+def conv_backward(x, W, b, dy, stride, padding):
+    """Backward pass of a 2-D convolution computed as rows = W.reshape(F, K) @ im2col(x).
+
+    x: (N, C, H, W) input, W: (F, C, KH, KW) filters, b: (F,) bias, dy: (N, F, OH, OW) = dL/dy.
+    stride, padding: ints (the same along both axes).
+    Returns (dx, dW, db) with the shapes of x, W and b.
+
+    Use im2col and col2im from minirobust.kernels.reference:
+        cols = im2col(x, KH, KW, stride, stride, padding, padding)        # (K, N*OH*OW)
+        dx = col2im(dcols, x.shape, KH, KW, stride, stride, padding, padding)
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError("conv_backward: not written yet")

@@ -1,0 +1,20 @@
+"""Exercise softmax_ce_backward: write the function below, then check it.
+
+In a notebook:   from minirobust.exercises import check, load_exercise
+                 check("softmax_ce_backward", load_exercise("softmax_ce_backward"))
+In a terminal:   minirobust exercises check softmax_ce_backward
+The checker compares what you return with the truth and names the tensor, the index and the
+error band when something is off. A reference solution is in ../solutions/softmax_ce_backward.py: try first.
+"""
+
+import numpy as np
+
+
+def softmax_ce_backward(logits, y):
+    """Gradient of the mean softmax cross-entropy loss with respect to the logits.
+
+    logits: (N, K) scores, y: (N,) integer labels in [0, K).
+    loss = mean over n of -log(softmax(logits[n])[y[n]]).  Returns dlogits: (N, K).
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError("softmax_ce_backward: not written yet")

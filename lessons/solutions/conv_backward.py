@@ -1,0 +1,26 @@
+"""Reference solution of exercise conv_backward (see ../exercises/conv_backward.py)."""
+
+import numpy as np
+
+from minirobust.kernels.reference import col2im, im2col
+
+
+def conv_backward(x, W, b, dy, stride, padding):
+    """Backward pass of a 2-D convolution computed as rows = W.reshape(F, K) @ im2col(x).
+
+    x: (N, C, H, W) input, W: (F, C, KH, KW) filters, b: (F,) bias, dy: (N, F, OH, OW) = dL/dy.
+    stride, padding: ints (the same along both axes).
+    Returns (dx, dW, db) with the shapes of x, W and b.
+
+    Use im2col and col2im from minirobust.kernels.reference:
+        cols = im2col(x, KH, KW, stride, stride, padding, padding)        # (K, N*OH*OW)
+        dx = col2im(dcols, x.shape, KH, KW, stride, stride, padding, padding)
+    """
+    F, C, KH, KW = W.shape
+    cols = im2col(x, KH, KW, stride, stride, padding, padding)        # (K, P), P = N*OH*OW
+    dy_rows = dy.transpose(1, 0, 2, 3).reshape(F, -1)                 # (F, P): the layout of the rows
+    db = dy_rows.sum(axis=1)
+    dW = (dy_rows @ cols.T).reshape(W.shape)                          # (F, K) -> (F, C, KH, KW)
+    dcols = W.reshape(F, -1).T @ dy_rows                              # (K, P)
+    dx = col2im(dcols, x.shape, KH, KW, stride, stride, padding, padding)  # fold, summing overlaps
+    return dx, dW, db

@@ -1,0 +1,16 @@
+"""Reference solution of exercise softmax_ce_backward (see ../exercises/softmax_ce_backward.py)."""
+
+import numpy as np
+
+
+def softmax_ce_backward(logits, y):
+    """Gradient of the mean softmax cross-entropy loss with respect to the logits.
+
+    logits: (N, K) scores, y: (N,) integer labels in [0, K).
+    loss = mean over n of -log(softmax(logits[n])[y[n]]).  Returns dlogits: (N, K).
+    """
+    z = logits - logits.max(axis=1, keepdims=True)  # shift: exp never overflows
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)                 # softmax probabilities
+    p[np.arange(len(y)), y] -= 1.0                    # minus the one-hot labels
+    return p / len(y)                                 # the loss is a mean over the batch

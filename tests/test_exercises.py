@@ -1,0 +1,203 @@
+"""The exercise checker, tested three ways: every reference solution passes, every untouched
+stub is reported as not written yet, and planted wrong answers (the mistakes learners make)
+fail with a message that names the wrong tensor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minirobust.errors import InputError
+from minirobust.exercises import EXERCISES, check, check_file, load_exercise
+from minirobust.kernels.reference import col2im, im2col
+
+from .conftest import REPO
+
+EXERCISE_DIR, SOLUTION_DIR = REPO / "lessons" / "exercises", REPO / "lessons" / "solutions"
+
+
+def solution(name):
+    return load_exercise(name, SOLUTION_DIR)
+
+
+def test_there_are_at_least_six_exercises_each_with_a_stub_and_a_solution():
+    assert len(EXERCISES) >= 6
+    for name in EXERCISES:
+        assert (EXERCISE_DIR / f"{name}.py").is_file() and (SOLUTION_DIR / f"{name}.py").is_file()
+
+
+@pytest.mark.parametrize("name", list(EXERCISES))
+def test_each_solution_passes_in_the_good_band(name):
+    result = check_file(SOLUTION_DIR / f"{name}.py", verbose=False)
+    assert result.passed, result.message
+    assert result.worst_error < 1e-7 and "PASSED" in result.message
+
+
+@pytest.mark.parametrize("name", list(EXERCISES))
+def test_each_untouched_stub_says_not_written_yet(name):
+    result = check(name, load_exercise(name, EXERCISE_DIR), verbose=False)
+    assert not result.passed
+    assert "not written yet" in result.message.lower() and name in result.message
+
+
+# ----- planted wrong answers: (exercise, the wrong function, the tensor the message must name, a phrase) ---
+
+def _dense_transposed_dW(x, W, b, dy):
+    dx, dW, db = solution("dense_backward")(x, W, b, dy)
+    return dx, dW.T, db
+
+
+def _dense_db_over_features(x, W, b, dy):
+    dx, dW, _ = solution("dense_backward")(x, W, b, dy)
+    return dx, dW, dy.sum(axis=1)
+
+
+def _dense_dx_doubled(x, W, b, dy):
+    dx, dW, db = solution("dense_backward")(x, W, b, dy)
+    return 2 * dx, dW, db
+
+
+def _relu_missing_mask(x, dy):
+    return dy.copy()
+
+
+def _relu_inverted_mask(x, dy):
+    return dy * (x < 0)
+
+
+def _softmax_sign_error(logits, y):
+    return -solution("softmax_ce_backward")(logits, y)
+
+
+def _softmax_sum_not_mean(logits, y):
+    return solution("softmax_ce_backward")(logits, y) * len(y)
+
+
+def _conv_transposed_dW(x, W, b, dy, stride, padding):
+    dx, dW, db = solution("conv_backward")(x, W, b, dy, stride, padding)
+    return dx, dW.transpose(0, 1, 3, 2), db  # a square kernel: the shape cannot give it away
+
+
+def _conv_off_by_one_col2im(x, W, b, dy, stride, padding):
+    F, C, KH, KW = W.shape
+    dy_rows = dy.transpose(1, 0, 2, 3).reshape(F, -1)
+    dcols = W.reshape(F, -1).T @ dy_rows
+    dx = col2im(dcols, x.shape, KH, KW, stride, stride, padding, padding)
+    dx = np.roll(dx, 1, axis=3)  # every gradient lands one pixel to the right
+    cols = im2col(x, KH, KW, stride, stride, padding, padding)
+    return dx, (dy_rows @ cols.T).reshape(W.shape), dy_rows.sum(axis=1)
+
+
+def _conv_db_mean(x, W, b, dy, stride, padding):
+    dx, dW, _ = solution("conv_backward")(x, W, b, dy, stride, padding)
+    return dx, dW, dy.mean(axis=(0, 2, 3))
+
+
+def _maxpool_to_every_element(x, dy, kernel, stride):
+    dx = np.zeros_like(x)
+    for oh in range(dy.shape[2]):
+        for ow in range(dy.shape[3]):
+            dx[:, :, oh * stride : oh * stride + kernel, ow * stride : ow * stride + kernel] += \
+                dy[:, :, oh : oh + 1, ow : ow + 1]
+    return dx
+
+
+def _maxpool_overwrites_overlaps(x, dy, kernel, stride):
+    N, C, OH, OW = dy.shape
+    dx = np.zeros_like(x)
+    for oh in range(OH):
+        for ow in range(OW):
+            h, w = oh * stride, ow * stride
+            k = x[:, :, h : h + kernel, w : w + kernel].reshape(N, C, -1).argmax(axis=2)
+            i, j = np.unravel_index(k, (kernel, kernel))
+            n, c = np.meshgrid(np.arange(N), np.arange(C), indexing="ij")
+            dx[n, c, h + i, w + j] = dy[:, :, oh, ow]  # '=' loses a winner shared by two windows
+    return dx
+
+
+def _l2_sign_step(g, eps):
+    return eps * np.sign(g)
+
+
+def _l2_batch_norm(g, eps):
+    return eps * g / np.sqrt((g * g).sum())  # one norm for the whole batch, not per example
+
+
+def _l2_nan_on_zero(g, eps):
+    norms = np.sqrt((g.reshape(len(g), -1) ** 2).sum(axis=1)).reshape(-1, 1, 1, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return eps * g / norms
+
+
+def _l1_largest_g_not_abs(g, eps):
+    flat = g.reshape(len(g), -1)
+    delta = np.zeros_like(flat)
+    top = flat.argmax(axis=1)  # largest g, not largest |g|
+    delta[np.arange(len(flat)), top] = eps * np.sign(flat[np.arange(len(flat)), top])
+    return delta.reshape(g.shape)
+
+
+def _l1_spread_everywhere(g, eps):
+    flat = g.reshape(len(g), -1)
+    return (eps / flat.shape[1] * np.sign(flat)).reshape(g.shape)
+
+
+PLANTED = [
+    ("dense_backward", _dense_transposed_dW, "dW", "shape"),
+    ("dense_backward", _dense_db_over_features, "db", "shape"),
+    ("dense_backward", _dense_dx_doubled, "dx", "wrong"),
+    ("relu_backward", _relu_missing_mask, "dx", "wrong"),
+    ("relu_backward", _relu_inverted_mask, "dx", "wrong"),
+    ("softmax_ce_backward", _softmax_sign_error, "dlogits", "wrong"),
+    ("softmax_ce_backward", _softmax_sum_not_mean, "dlogits", "wrong"),
+    ("conv_backward", _conv_transposed_dW, "dW", "wrong"),
+    ("conv_backward", _conv_off_by_one_col2im, "dx", "wrong"),
+    ("conv_backward", _conv_db_mean, "db", "wrong"),
+    ("maxpool_backward", _maxpool_to_every_element, "dx", "wrong"),
+    ("maxpool_backward", _maxpool_overwrites_overlaps, "dx", "wrong"),
+    ("l2_ascent", _l2_sign_step, "delta", "||delta||_2"),
+    ("l2_ascent", _l2_batch_norm, "delta", "||delta||_2"),
+    ("l2_ascent", _l2_nan_on_zero, "delta", "all zeros"),
+    ("l1_ascent", _l1_largest_g_not_abs, "delta", "not the steepest ascent"),
+    ("l1_ascent", _l1_spread_everywhere, "delta", "not the steepest ascent"),
+]
+
+
+@pytest.mark.parametrize("name, fn, tensor, phrase", PLANTED, ids=[f"{p[0]}-{p[1].__name__}" for p in PLANTED])
+def test_planted_mistakes_are_caught_and_the_wrong_tensor_named(name, fn, tensor, phrase):
+    result = check(name, fn, verbose=False)
+    assert not result.passed
+    assert f"FAILED {name}: {tensor} " in result.message, result.message
+    assert phrase in result.message, result.message
+    if "relative error" in result.message:  # gradient mismatches also say where, what and the band
+        assert "at index (" in result.message and "got" in result.message and "expected < 1e-7" in result.message
+
+
+def test_every_exercise_has_at_least_two_planted_mistakes():
+    counts = {name: sum(p[0] == name for p in PLANTED) for name in EXERCISES}
+    assert min(counts.values()) >= 2, counts
+
+
+def test_in_place_edits_crashes_and_unknown_names_get_clear_messages():
+    def modifies_dy(x, dy):
+        dy *= x > 0
+        return dy
+
+    assert "modified its input dy in place" in check("relu_backward", modifies_dy, verbose=False).message
+    crash = check("relu_backward", lambda x, dy: x.nope, verbose=False)
+    assert not crash.passed and "raised AttributeError" in crash.message
+    assert "returned 2 value(s); expected 3" in check("dense_backward", lambda x, W, b, dy: (x, W),
+                                                      verbose=False).message
+    with pytest.raises(InputError, match="unknown exercise 'dense'; the exercises are: dense_backward"):
+        check("dense", lambda: None)
+
+
+def test_the_command_line_checks_a_file(tmp_path, capsys):
+    from minirobust.cli import main
+
+    assert main(["exercises", "check", "l2_ascent", "--file", str(SOLUTION_DIR / "l2_ascent.py")]) == 0
+    assert "PASSED l2_ascent" in capsys.readouterr().out
+    assert main(["exercises", "check", "l2_ascent", "--file", str(EXERCISE_DIR / "l2_ascent.py")]) == 1
+    assert "NOT WRITTEN YET" in capsys.readouterr().out
+    assert main(["exercises", "list"]) == 0
+    assert "conv_backward" in capsys.readouterr().out
