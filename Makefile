@@ -6,7 +6,7 @@ PY      = $(VENV)/bin/python
 MINIROBUST_DATA ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shared/data),)
 export MINIROBUST_DATA
 
-.PHONY: venv test test-all demo info reproduce reproduce-quick bench clean
+.PHONY: venv test test-all demo info reproduce reproduce-quick bench lessons lessons-html notebook exercises clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# JupyterLab and nbconvert, for reading and rendering the lessons (the tests need neither)
+$(VENV)/.lessons-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[lessons]"
+	touch $@
 
 test: venv                 ## the default test run (slow end-to-end runs deselected)
 	$(PY) -m pytest -q
@@ -33,6 +38,18 @@ reproduce-quick: venv     ## the same on a subset, one epoch (about 1.5 minutes)
 
 bench: venv               ## speed against PyTorch CPU (pip install torch==2.13.0 into .venv for the ratios)
 	$(PY) benchmarks/bench_step.py $(ARGS)
+
+lessons: venv              ## run every lesson notebook headless in SMALL mode, each in a fresh kernel
+	MINIROBUST_LESSON_SIZE=small $(PY) -m pytest -q -m lessons tests/test_lessons.py
+
+lessons-html: $(VENV)/.lessons-installed   ## execute the lessons (SMALL) and render them with outputs to build/lessons/
+	MINIROBUST_LESSON_SIZE=small $(VENV)/bin/jupyter nbconvert --execute --to html --output-dir build/lessons lessons/[0-9]*.ipynb
+
+notebook: $(VENV)/.lessons-installed       ## open JupyterLab on lessons/ (ARGS=--no-browser on a server)
+	cd lessons && ../$(VENV)/bin/jupyter lab $(ARGS)
+
+exercises: venv            ## check your solutions in lessons/exercises/
+	cd lessons && ../$(VENV)/bin/minirobust exercises check all
 
 info: venv
 	$(VENV)/bin/minirobust info

@@ -1,0 +1,83 @@
+"""The lesson notebooks: committed clean, and each one runs top to bottom in SMALL mode in a
+fresh kernel within its time budget, ending in its assert checkpoint (``make lessons`` runs
+just these: ``pytest -m lessons``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from .conftest import REPO, SHARED_DATA
+
+LESSONS = REPO / "lessons"
+NOTEBOOKS = sorted(LESSONS.glob("[0-9][0-9]_*.ipynb"))
+BUDGET_S = 120  # per notebook in SMALL mode on a 2-core machine (measured: 2-35 s)
+TOTAL_BUDGET_S = 600  # all of them together
+TIMES: dict = {}
+
+pytestmark = pytest.mark.lessons
+
+
+def _cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def test_the_ten_lessons_are_there():
+    names = [p.stem for p in NOTEBOOKS]
+    assert len(names) >= 10 and names[0] == "00_setup" and "09_gpu" in names, names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_clean(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    for i, cell in enumerate(code):
+        assert cell["outputs"] == [], f"{path.name}: code cell {i} has outputs; commit notebooks without them"
+        assert cell["execution_count"] is None, f"{path.name}: code cell {i} has an execution count"
+    sources = ["".join(c["source"]) for c in code]
+    assert "MINIROBUST_LESSON_SIZE" in sources[0], "the first code cell sets the SMALL/FULL size"
+    assert "assert" in sources[-1] and "checkpoint passed" in sources[-1], "the last cell is an assert checkpoint"
+    assert any("plt.show()" in s for s in sources), "each lesson shows at least one figure"
+    assert not any("sys.path" in s for s in sources), "lessons import the installed package, no sys.path hacks"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_small_mode_within_its_budget(path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    if not (SHARED_DATA / "mnist").exists():
+        pytest.skip(f"real MNIST not found in {SHARED_DATA}: the lessons train on it")
+    monkeypatch.setenv("MINIROBUST_LESSON_SIZE", "small")
+    monkeypatch.setenv("MINIROBUST_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=BUDGET_S, kernel_name="python3",
+                                     resources={"metadata": {"path": str(LESSONS)}})
+    start = time.perf_counter()
+    client.execute()  # a fresh kernel; raises CellExecutionError naming the failing cell
+    TIMES[path.stem] = elapsed = time.perf_counter() - start
+    assert elapsed < BUDGET_S, f"{path.name} took {elapsed:.0f} s in SMALL mode (budget {BUDGET_S} s)"
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name} drew no figure"
+    last = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    assert "checkpoint passed" in last
+
+
+def test_all_lessons_together_fit_the_total_budget():
+    if len(TIMES) < len(NOTEBOOKS):
+        pytest.skip("not every notebook ran in this session (run the whole file)")
+    total = sum(TIMES.values())
+    print(", ".join(f"{k} {v:.0f} s" for k, v in TIMES.items()), f"; total {total:.0f} s")
+    assert total < TOTAL_BUDGET_S, f"the lessons took {total:.0f} s together (budget {TOTAL_BUDGET_S} s)"
+
+
+def test_lessons_use_the_exercise_files_learners_edit():
+    sources = "".join("".join(c["source"]) for p in NOTEBOOKS for c in _cells(p))
+    for name in ("dense_backward", "relu_backward", "softmax_ce_backward", "conv_backward", "maxpool_backward",
+                 "l2_ascent", "l1_ascent"):
+        assert f'"{name}"' in sources, f"no lesson points the learner to the {name} exercise"
+    assert os.path.isdir(LESSONS / "exercises") and os.path.isdir(LESSONS / "solutions")
