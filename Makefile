@@ -46,7 +46,7 @@ lessons-html: $(VENV)/.lessons-installed   ## execute the lessons (SMALL) and re
 	MINIROBUST_LESSON_SIZE=small $(VENV)/bin/jupyter nbconvert --execute --to html --output-dir build/lessons lessons/[0-9]*.ipynb
 
 notebook: $(VENV)/.lessons-installed       ## open JupyterLab on lessons/ (ARGS=--no-browser on a server)
-	cd lessons && ../$(VENV)/bin/jupyter lab $(ARGS)
+	cd lessons && ../$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 exercises: venv            ## check your solutions in lessons/exercises/
 	cd lessons && ../$(VENV)/bin/minirobust exercises check all
