@@ -60,6 +60,11 @@ def _load_cupy():
     return cupy
 
 
+def cupy_module():
+    """The cupy module (for the GPU kernel tier); a BackendError with the reason if unusable."""
+    return _load_cupy()
+
+
 def set_backend(name: str) -> str:
     """Choose where new arrays live: ``"cpu"`` (NumPy + Numba) or ``"gpu"`` (CuPy)."""
     global _active

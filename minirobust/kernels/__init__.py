@@ -3,10 +3,11 @@
 Tiers (same signatures, tested equal):
     reference  plain NumPy/CuPy array code, readable; the oracle (``reference.py``)
     cpu        Numba kernels for NumPy arrays (``cpu.py``)
+    gpu        CUDA kernels for CuPy arrays (``gpu.py``, sources in ``cuda/``)
 
-Policy for the fast tier: ``auto`` (fast tier when it can run, the default), ``always``
-(fast tier or a clear error), ``never`` (always the reference tier: step through it in a
-notebook). Set with ``set_policy`` or the environment variable ``MINIROBUST_FAST``.
+Policy for the fast tiers: ``auto`` (the fast tier for the arrays' device when it can run, the
+default), ``always`` (a fast tier or a clear error), ``never`` (always the reference tier: step
+through it in a notebook). Host arrays get the cpu tier, CuPy arrays the gpu tier. Set with ``set_policy`` or the environment variable ``MINIROBUST_FAST``.
 
 Use ``get_op("im2col", x)`` to get the function for an op and the arrays it will run on.
 
@@ -83,9 +84,10 @@ def _cpu():
 def tier_for(x=None) -> str:
     """Name of the tier that would run an op on array ``x`` under the current policy."""
     pol = get_policy()
-    on_device = x is not None and is_device_array(x)
-    if on_device or pol == "never":
+    if pol == "never":
         return "reference"
+    if x is not None and is_device_array(x):
+        return "gpu"  # the GPU tier compiles its kernels on first use; CuPy is there (x is a CuPy array)
     if _cpu() is not None:
         return "cpu"
     if pol == "always":
@@ -96,7 +98,12 @@ def tier_for(x=None) -> str:
 def _tier_module(x=None):
     """The module of the tier that ``tier_for(x)`` names."""
     get_xp(x)  # raises early on a mixed/unknown array type
-    return _cpu() if tier_for(x) == "cpu" else reference
+    tier = tier_for(x)
+    if tier == "gpu":
+        from . import gpu  # noqa: PLC0415 - imports no cupy itself; kernels build on first use
+
+        return gpu
+    return _cpu() if tier == "cpu" else reference
 
 
 def has_op(name: str, x=None) -> bool:
@@ -142,9 +149,10 @@ def op_tier(name: str, x=None) -> str:
     return tier_for(x) if has_op(name, x) else "reference"
 
 
-def describe() -> dict:
-    """Which tier each op uses for host arrays now, for ``minirobust.info()``."""
-    return {op: op_tier(op) for op in OPS}
+def describe(x=None) -> dict:
+    """Which tier each op uses now for arrays like ``x`` (host arrays by default), for
+    ``minirobust.info()``."""
+    return {op: op_tier(op, x) for op in OPS}
 
 
 def thread_settings() -> dict:

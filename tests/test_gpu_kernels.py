@@ -1,0 +1,146 @@
+"""The GPU tier without a GPU: every CUDA source compiles with nvcc, and every kernel, run
+serially on the host through its real wrapper in kernels/gpu.py (g++ and host_shim.h, see
+tests/cuda_emulation.py), gives the reference tier's numbers in float32 and float64; so does a
+whole robust training step with every op on the emulated GPU tier. Tests that need a real GPU
+(marker gpu) are in test_gpu.py."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from minirobust import kernels, nets
+from minirobust.kernels import gpu, reference
+from minirobust.kernels.reference import output_size
+from minirobust.robust import RobustTrainer, TrainConfig
+
+from .cuda_emulation import emulated_builder
+
+ARCHS = ("sm_90", "sm_75")  # the H200's, and the oldest CUDA 13 still compiles for
+
+
+@pytest.mark.parametrize("real", ["float", "double"])
+@pytest.mark.parametrize("source", gpu.SOURCES)
+def test_every_cuda_source_compiles_with_nvcc(source, real, tmp_path):
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not on the PATH: cannot compile the CUDA sources here")
+    for arch in ARCHS:
+        cmd = ["nvcc", f"-arch={arch}", "-cubin", "-std=c++14", f"-DREAL={real}", f"-I{gpu.SOURCE_DIR}",
+               str(gpu.SOURCE_DIR / source), "-o", str(tmp_path / f"{source}.{arch}.cubin")]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        assert run.returncode == 0, f"nvcc {arch} {source} REAL={real}:\n{run.stderr}"
+        assert (tmp_path / f"{source}.{arch}.cubin").stat().st_size > 0
+
+
+def test_the_kernels_hard_code_no_float_type():
+    for source in gpu.SOURCES:
+        text = (gpu.SOURCE_DIR / source).read_text()
+        code = "\n".join(line.split("//")[0] for line in text.splitlines())
+        assert " float" not in code and " double" not in code and "(float)" not in code, source
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    """kernels/gpu.py with its kernels compiled for the host; NumPy arrays in and out."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not on the PATH: cannot emulate the CUDA kernels")
+    saved_builder, saved_built = gpu.build_kernels, dict(gpu._built)
+    gpu.build_kernels, gpu._built = emulated_builder(tmp_path_factory.mktemp("cuda_host")), {}
+    yield gpu
+    gpu.build_kernels, gpu._built = saved_builder, saved_built
+
+
+GEOMETRIES = [  # (N, C, H, W, KH, KW, SH, SW, PH, PW): padding, stride > 1, overlap, odd sizes
+    (2, 3, 7, 7, 3, 3, 1, 1, 1, 1),
+    (1, 2, 9, 8, 3, 2, 2, 1, 1, 0),
+    (3, 1, 6, 6, 2, 2, 2, 2, 0, 0),
+    (2, 2, 5, 7, 5, 3, 1, 2, 2, 1),
+]
+
+
+def _tol(dtype):
+    return dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_im2col_col2im_and_pooling_equal_the_reference(emulated, geometry, dtype):
+    N, C, H, W, KH, KW, SH, SW, PH, PW = geometry
+    rng = np.random.default_rng(sum(geometry))
+    x = rng.permutation(np.linspace(-1, 1, N * C * H * W)).reshape(N, C, H, W).astype(dtype)  # no ties
+    args = (KH, KW, SH, SW, PH, PW)
+    np.testing.assert_array_equal(emulated.im2col(x, *args), reference.im2col(x, *args))
+    cols = rng.standard_normal(reference.im2col(x, *args).shape).astype(dtype)
+    np.testing.assert_allclose(emulated.col2im(cols, x.shape, *args), reference.col2im(cols, x.shape, *args),
+                               **_tol(dtype))
+    if PH <= KH // 2 and PW <= KW // 2:  # max-pool's own rule for padding
+        y, argmax = emulated.maxpool_forward(x, *args)
+        y_ref, argmax_ref = reference.maxpool_forward(x, *args)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(argmax, argmax_ref)
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        np.testing.assert_allclose(emulated.maxpool_backward(dy, argmax, x.shape, *args),
+                                   reference.maxpool_backward(dy, argmax_ref, x.shape, *args), **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pool", [(2, 2, 2, 2), (3, 3, 3, 3), (3, 3, 2, 2), (2, 3, 1, 2)])
+def test_the_fused_ops_and_layouts_equal_the_reference(emulated, pool, dtype):
+    KH, KW, SH, SW = pool
+    N, F, OH, OW = 3, 4, 9, 8
+    rng = np.random.default_rng(KH * 10 + SH)
+    rows = rng.permutation(np.linspace(-2, 0.5, F * N * OH * OW)).reshape(F, N * OH * OW).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype) * 0.1
+    for bias in (b, None):
+        np.testing.assert_array_equal(emulated.rows_to_nchw(rows, bias, N, OH, OW),
+                                      reference.rows_to_nchw(rows, bias, N, OH, OW))
+        y, pos = emulated.rows_relu_maxpool(rows, bias, N, OH, OW, KH, KW, SH, SW)
+        y_ref, pos_ref = reference.rows_relu_maxpool(rows, bias, N, OH, OW, KH, KW, SH, SW)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(pos, pos_ref)
+        assert (pos == -1).any() and (pos >= 0).any()  # both live and ReLU-blocked windows
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    drows, db = emulated.relu_maxpool_to_rows(dy, pos, OH, OW, KH, KW, SH, SW)
+    drows_ref, db_ref = reference.relu_maxpool_to_rows(dy, pos_ref, OH, OW, KH, KW, SH, SW)
+    np.testing.assert_allclose(drows, drows_ref, **_tol(dtype))
+    np.testing.assert_allclose(db, db_ref, **_tol(dtype))
+    nchw = rng.standard_normal((N, F, OH, OW)).astype(dtype)
+    np.testing.assert_array_equal(emulated.nchw_to_rows(nchw), reference.nchw_to_rows(nchw))
+    assert output_size(OH, KH, SH, 0) == y.shape[2]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sgd_momentum_step_equals_the_reference(emulated, dtype):
+    rng = np.random.default_rng(0)
+    param, grad, velocity = (rng.standard_normal((7, 5)).astype(dtype) for _ in range(3))
+    p_ref, v_ref = param.copy(), velocity.copy()
+    emulated.sgd_momentum_step(param, grad, velocity, 0.1, 2e-3, 0.9)
+    reference.sgd_momentum_step(p_ref, grad, v_ref, dtype(0.1), dtype(2e-3), dtype(0.9))
+    np.testing.assert_allclose(param, p_ref, **_tol(dtype))
+    np.testing.assert_allclose(velocity, v_ref, **_tol(dtype))
+
+
+@pytest.mark.parametrize("norm", ["inf", "2"])
+def test_a_robust_training_step_on_the_emulated_gpu_tier_equals_the_reference_tier(emulated, norm, monkeypatch):
+    # every op the GPU tier has runs through kernels/gpu.py (its wrappers and its kernels, on the
+    # host), the fused stages included; the rest falls back to the reference tier as on a GPU
+    x = np.random.default_rng(0).random((6, 1, 28, 28))
+    y = np.arange(6)
+    params = {}
+    for tier in ("reference", "gpu"):
+        model = nets.paper_mnist(seed=0, dtype=np.float64)
+        trainer = RobustTrainer(model, TrainConfig(norm=norm, eps=0.1), log=None, progress=False)
+        if tier == "gpu":
+            monkeypatch.setattr(kernels, "tier_for", lambda x=None: "gpu")
+            assert kernels.get_op("im2col") is gpu.im2col and model.fuses()
+        with kernels.policy("never" if tier == "reference" else "auto"):
+            losses = [trainer.train_step(x, y)[0] for _ in range(2)]
+        monkeypatch.undo()
+        params[tier] = losses, {k: v.copy() for k, v in model.parameters().items()}
+    (l_ref, p_ref), (l_gpu, p_gpu) = params["reference"], params["gpu"]
+    np.testing.assert_allclose(l_gpu, l_ref, rtol=1e-12)
+    for name in p_ref:
+        np.testing.assert_allclose(p_gpu[name], p_ref[name], rtol=1e-10, atol=1e-12)
