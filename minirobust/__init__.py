@@ -29,6 +29,10 @@ def info(as_dict: bool = False):
     out = {"minirobust": __version__, **backend.info(),
            "kernel_policy": kernels.get_policy(), "kernel_tiers": kernels.describe(),
            "cpu_threads": kernels.thread_settings()}
+    if out.get("cupy"):  # which tier each op uses for arrays on the GPU
+        import numpy as np  # noqa: PLC0415
+
+        out["gpu_kernel_tiers"] = kernels.describe(backend.to_gpu(np.zeros(1, np.float32)))
     if as_dict:
         return out
     for k, v in out.items():

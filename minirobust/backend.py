@@ -137,6 +137,11 @@ def to_host(x):
     return np.asarray(x)
 
 
+def _cuda_version(v: int) -> str:
+    """CUDA's integer version (e.g. 13000) as '13.0'."""
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
 def info() -> dict:
     """Versions, devices and the active backend, as a dict (see ``minirobust.info``)."""
     import numpy  # noqa: PLC0415
@@ -162,6 +167,8 @@ def info() -> dict:
             cp.cuda.runtime.getDeviceProperties(i)["name"].decode()
             for i in range(cp.cuda.runtime.getDeviceCount())
         ]
+        out["cuda_runtime"] = _cuda_version(cp.cuda.runtime.runtimeGetVersion())
+        out["cuda_driver"] = _cuda_version(cp.cuda.runtime.driverGetVersion())
     else:
         out["cupy"] = None
         out["gpu_unavailable_reason"] = reason
