@@ -6,7 +6,7 @@ PY      = $(VENV)/bin/python
 MINIROBUST_DATA ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shared/data),)
 export MINIROBUST_DATA
 
-.PHONY: venv test test-all demo info reproduce reproduce-quick bench lessons lessons-html notebook exercises clean
+.PHONY: venv test test-all demo info reproduce reproduce-quick bench gpu-check lessons lessons-html notebook exercises clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ reproduce-quick: venv     ## the same on a subset, one epoch (about 1.5 minutes)
 
 bench: venv               ## speed against PyTorch CPU (pip install torch==2.13.0 into .venv for the ratios)
 	$(PY) benchmarks/bench_step.py $(ARGS)
+
+gpu-check:                 ## on a GPU machine: install, GPU tests and GPU benchmark in one call (uses its python)
+	bash benchmarks/gpu_check.sh
 
 lessons: venv              ## run every lesson notebook headless in SMALL mode, each in a fresh kernel
 	MINIROBUST_LESSON_SIZE=small $(PY) -m pytest -q -m lessons tests/test_lessons.py
