@@ -115,17 +115,9 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
     def _update(self, name, param, grad, lr, wd):
-        xp = get_xp(param)
-        g = _full_gradient(param, grad, wd)
         m, v = self._buffer("m", name, param), self._buffer("v", name, param)
-        m *= self.beta1
-        m += (1 - self.beta1) * g
-        v *= self.beta2
-        v += (1 - self.beta2) * g * g
-        t = self.t + 1
-        m_hat = m / (1 - self.beta1**t)
-        v_hat = v / (1 - self.beta2**t)
-        return (param - lr * m_hat / (xp.sqrt(v_hat) + self.eps)).astype(param.dtype, copy=False)
+        get_op("adam_step", param)(param, grad, m, v, lr, wd, self.beta1, self.beta2, self.eps, self.t + 1)
+        return param  # updated in place
 
     def config(self):
         return {**super().config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

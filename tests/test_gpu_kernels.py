@@ -123,7 +123,43 @@ def test_sgd_momentum_step_equals_the_reference(emulated, dtype):
     np.testing.assert_allclose(velocity, v_ref, **_tol(dtype))
 
 
-@pytest.mark.parametrize("norm", ["inf", "2"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_steepest_ascent_steps_and_projections_equal_the_reference(emulated, dtype):
+    rng = np.random.default_rng(5)
+    g = rng.standard_normal((6, 2, 5, 4)).astype(dtype)
+    g[2] = 0.0  # a zero gradient: a zero step, never NaN
+    g[3, 0, 1, 1] = g[3, 1, 2, 2] = np.abs(g[3]).max() * 2  # a tie for the l_1 step: the first wins
+    tol = _tol(dtype)
+    for eps in (0.0, 0.3, 2.0):
+        for op in ("linf_ascent_step", "l2_ascent_step", "l1_ascent_step"):
+            np.testing.assert_allclose(getattr(emulated, op)(g, eps), getattr(reference, op)(g, eps), **tol)
+        for p in (1.5, 3.0):
+            np.testing.assert_allclose(emulated.lp_ascent_step(g, p, eps), reference.lp_ascent_step(g, p, eps),
+                                       rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-6)
+        delta = (g * 0.5).astype(dtype)
+        delta[4] *= 1e-3  # one example already inside every ball
+        for op in ("linf_projection", "l2_projection"):
+            np.testing.assert_allclose(getattr(emulated, op)(delta, eps), getattr(reference, op)(delta, eps), **tol)
+        # l_1: bisection brackets theta, then it is computed exactly: equal up to summation order
+        np.testing.assert_allclose(emulated.l1_projection(delta, eps), reference.l1_projection(delta, eps),
+                                   rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-6 if dtype == np.float32
+                                   else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_step_equals_the_reference(emulated, dtype):
+    rng = np.random.default_rng(1)
+    param, grad = rng.standard_normal((9, 4)).astype(dtype), rng.standard_normal((9, 4)).astype(dtype)
+    m, v = np.zeros_like(param), np.zeros_like(param)
+    ref = [param.copy(), m.copy(), v.copy()]
+    for t in (1, 2, 3):
+        emulated.adam_step(param, grad, m, v, 1e-3, 2e-3, 0.9, 0.999, 1e-8, t)
+        reference.adam_step(*ref[:1], grad, *ref[1:], 1e-3, 2e-3, 0.9, 0.999, 1e-8, t)
+    for got, want in zip((param, m, v), ref):
+        np.testing.assert_allclose(got, want, **_tol(dtype))
+
+
+@pytest.mark.parametrize("norm", ["inf", "2", "1"])
 def test_a_robust_training_step_on_the_emulated_gpu_tier_equals_the_reference_tier(emulated, norm, monkeypatch):
     # every op the GPU tier has runs through kernels/gpu.py (its wrappers and its kernels, on the
     # host), the fused stages included; the rest falls back to the reference tier as on a GPU

@@ -4,13 +4,14 @@
 Products stay with CuPy (cuBLAS): a convolution is im2col + one matrix product, the Chainer way
 (CuPy 14 ships no cuDNN). The kernels here are the memory-bound ops around the products:
 im2col/col2im, max-pooling with its argmax routing, the layout changes of the conv rows, the
-fused bias + ReLU + max-pool stage and its backward, and the SGD update. Every kernel is a
-gather (each thread writes its own outputs, no atomics), so results are deterministic.
+fused bias + ReLU + max-pool stage and its backward, the steepest-ascent steps and projections
+of the uncertainty sets (l_inf, l_2, l_1, l_p; projections for l_inf, l_2, l_1), and the SGD
+and Adam updates. Every kernel is a gather (each thread writes its own outputs, no atomics), so
+results are deterministic.
 
-Ops this tier does not have (the fused stage's input gradient straight from the pool winners)
-fall back to the reference tier's array code, which runs on CuPy arrays as it is; so do the
-steepest-ascent steps and projections of ``robust/balls.py`` (CuPy array expressions: sign,
-norms, sorts), and Adam.
+Ops this tier does not have fall back to the reference tier's array code, which runs on CuPy
+arrays as it is: the fused stage's input gradient straight from the pool winners (the fused
+stage goes through the rows here), and the l_p projection for 1 < p < inf (nested bisection).
 
 Sources are compiled once per dtype (``-DREAL=float`` / ``-DREAL=double``) the first time an op
 needs them, and cached (CuPy also keeps the compiled binaries on disk). ``build_kernels`` is the
@@ -29,7 +30,7 @@ from ..backend import get_xp
 from .reference import output_size
 
 SOURCE_DIR = Path(__file__).with_name("cuda")
-SOURCES = ("conv.cu", "pool.cu", "fused.cu", "optim.cu")
+SOURCES = ("conv.cu", "pool.cu", "fused.cu", "ascent.cu", "optim.cu")
 C_TYPES = {"float32": "float", "float64": "double"}
 THREADS = 256  # per block; each kernel's grid-stride loop covers any grid
 MAX_BLOCKS = 65535 * 16
@@ -199,3 +200,67 @@ def sgd_momentum_step(param, grad, velocity, lr, wd, momentum):
     g = _contiguous(grad.astype(param.dtype, copy=False))
     launch("sgd_momentum_step", param.dtype, param.size, param, g, velocity, float(lr), float(wd), float(momentum),
            param.size)
+
+
+# ----- steepest ascent and projections, per example over the non-batch axes ------------------------
+
+def _per_example_op(name, g, *scalars):
+    """Run a one-thread-per-example kernel ``name``: g (N, ...) -> out like g."""
+    xp, g = get_xp(g), _contiguous(g)
+    out = xp.empty_like(g)
+    N = g.shape[0]
+    launch(name, g.dtype, N, g, out, *scalars, N, g.size // max(N, 1))
+    return out
+
+
+def _elementwise_op(name, g, eps):
+    xp, g = get_xp(g), _contiguous(g)
+    out = xp.empty_like(g)
+    launch(name, g.dtype, g.size, g, out, float(eps), g.size)
+    return out
+
+
+def linf_ascent_step(g, eps):
+    """eps * sign(g)."""
+    return _elementwise_op("linf_ascent_step", g, eps)
+
+
+def l2_ascent_step(g, eps):
+    """eps * g / ||g||_2 per example (0 for a zero gradient)."""
+    return _per_example_op("l2_ascent_step", g, float(eps))
+
+
+def l1_ascent_step(g, eps):
+    """All of eps on each example's first coordinate of largest |g|."""
+    return _per_example_op("l1_ascent_step", g, float(eps))
+
+
+def lp_ascent_step(g, p, eps):
+    """eps * sign(g) |g|^(q-1) / ||g||_q^(q-1) per example, 1 < p < inf."""
+    return _per_example_op("lp_ascent_step", g, float(p), float(eps))
+
+
+def linf_projection(delta, eps):
+    """Clip each coordinate to [-eps, eps]."""
+    return _elementwise_op("linf_projection", delta, eps)
+
+
+def l2_projection(delta, eps):
+    """Rescale the examples outside the l_2 ball onto it."""
+    return _per_example_op("l2_projection", delta, float(eps))
+
+
+def l1_projection(delta, eps):
+    """Soft-threshold each example outside the l_1 ball (Duchi et al.)."""
+    if eps == 0:
+        return get_xp(delta).zeros_like(delta)
+    return _per_example_op("l1_projection", delta, float(eps))
+
+
+def adam_step(param, grad, m, v, lr, wd, beta1, beta2, eps, t):
+    """In place on param, m and v, as reference.adam_step."""
+    if not all(a.flags.c_contiguous for a in (param, m, v)):
+        raise ValueError("adam_step updates param, m and v in place: they must be C-contiguous")
+    g = _contiguous(grad.astype(param.dtype, copy=False))
+    launch("adam_step", param.dtype, param.size, param, g, m, v, float(lr), float(wd), float(beta1), float(beta2),
+           float(1 - beta1), float(1 - beta2), float(1 - beta1**t), float(1 - beta2**t), float(eps), param.size)

@@ -22,6 +22,8 @@ winning position inside its window (ties go to the first, in row-major window or
 
 from __future__ import annotations
 
+import math
+
 from ..backend import get_xp
 
 
@@ -202,6 +204,112 @@ def conv_relu_maxpool_input_grad(dy, pos, W, x_shape, OH, OW, KH, KW, SH, SW, co
     return xp.ascontiguousarray(dx)
 
 
+# ----- the steepest-ascent steps and projections (robust/balls.py's Ball picks one by norm) ------
+# All per example: norms and steps over every axis but the first, g and delta (N, ...).
+
+def _flat(x):
+    return x.reshape(x.shape[0], -1)
+
+
+def _per_example(v, like):
+    """Reshape a (N,) vector to broadcast against ``like`` (N, ...)."""
+    return v.reshape((v.shape[0],) + (1,) * (like.ndim - 1))
+
+
+def lp_norm(delta, p: float):
+    """Per-example l_p norm over all non-batch axes: (N, ...) -> (N,)."""
+    xp = get_xp(delta)
+    d = xp.abs(_flat(delta))
+    if math.isinf(p):
+        return d.max(axis=1)
+    if p == 1:
+        return d.sum(axis=1)
+    if p == 2:
+        return xp.sqrt((d * d).sum(axis=1))
+    # scale by the max first so |d|^p neither overflows nor underflows
+    m = d.max(axis=1, keepdims=True)
+    safe = xp.where(m > 0, m, 1)
+    return (((d / safe) ** p).sum(axis=1)) ** (1.0 / p) * m[:, 0]
+
+
+def linf_ascent_step(g, eps):
+    """argmax of <g, delta> over ||delta||_inf <= eps: eps * sign(g)."""
+    return eps * get_xp(g).sign(g)
+
+
+def l2_ascent_step(g, eps):
+    """argmax over the l_2 ball: eps * g / ||g||_2 (0 for a zero gradient, never NaN)."""
+    xp = get_xp(g)
+    n = lp_norm(g, 2)
+    scale = xp.where(n > 0, eps / xp.where(n > 0, n, 1), 0)
+    return g * _per_example(scale, g).astype(g.dtype)
+
+
+def l1_ascent_step(g, eps):
+    """argmax over the l_1 ball: all of eps on the coordinate of largest |g| (the first of equal
+    ones), with the sign of g there."""
+    xp = get_xp(g)
+    flat = _flat(g)
+    delta = xp.zeros_like(flat)
+    idx = xp.abs(flat).argmax(axis=1)  # argmax returns the first of equal maxima
+    rows = xp.arange(flat.shape[0])
+    delta[rows, idx] = eps * xp.sign(flat[rows, idx])
+    return delta.reshape(g.shape)
+
+
+def lp_ascent_step(g, p, eps):
+    """argmax over the l_p ball (1 < p < inf): eps * sign(g) |g|^(q-1) / ||g||_q^(q-1),
+    1/p + 1/q = 1."""
+    xp = get_xp(g)
+    q = p / (p - 1)
+    a = xp.abs(g)
+    m = _flat(a).max(axis=1)
+    safe_m = _per_example(xp.where(m > 0, m, 1), g)
+    r = (a / safe_m) ** (q - 1)  # |g|^(q-1), scaled by max|g|^(q-1) for safety
+    denom = lp_norm(r, p)  # = ||g||_q^(q-1) under the same scaling
+    scale = xp.where(denom > 0, eps / xp.where(denom > 0, denom, 1), 0)
+    return (xp.sign(g) * r * _per_example(scale, g)).astype(g.dtype)
+
+
+def linf_projection(delta, eps):
+    """The closest point of the l_inf ball: clip each coordinate."""
+    return get_xp(delta).clip(delta, -eps, eps)
+
+
+def l2_projection(delta, eps):
+    """The closest point of the l_2 ball: rescale the examples outside it."""
+    xp = get_xp(delta)
+    n = lp_norm(delta, 2)
+    scale = xp.where(n > eps, eps / xp.where(n > 0, n, 1), 1)
+    return delta * _per_example(scale, delta).astype(delta.dtype)
+
+
+def l1_projection(delta, eps):
+    """Euclidean projection onto the l_1 ball of radius eps, per example.
+
+    Duchi, Shalev-Shwartz, Singer & Chandra (2008): project |v| onto the simplex
+    {w >= 0, sum w = eps} by soft-thresholding at theta, where theta is found from the
+    sorted magnitudes; restore the signs. Examples already inside are returned unchanged.
+    """
+    xp = get_xp(delta)
+    v = _flat(delta)
+    N, D = v.shape
+    a = xp.abs(v)
+    inside = a.sum(axis=1) <= eps
+    if eps == 0:
+        return xp.zeros_like(delta)
+    mu = -xp.sort(-a, axis=1)  # magnitudes, descending
+    cumsum = xp.cumsum(mu, axis=1)
+    j = xp.arange(1, D + 1, dtype=a.dtype)
+    # rho = the largest j with mu_j > (cumsum_j - eps) / j
+    cond = mu * j > (cumsum - eps)
+    rho = D - 1 - xp.argmax(cond[:, ::-1], axis=1)  # last True index (cond[:, 0] is always True)
+    theta = (cumsum[xp.arange(N), rho] - eps) / (rho + 1).astype(a.dtype)
+    w = xp.maximum(a - theta[:, None], 0)
+    out = xp.where(inside[:, None], v, xp.sign(v) * w)
+    return out.reshape(delta.shape).astype(delta.dtype)
+
+
 # ----- tuning: the reference tier's neutral choices ---------------------------------------------
 # A fast tier may make its own (``kernels.tuning``); the reference tier makes no speed trade-off.
 
@@ -227,3 +335,20 @@ def sgd_momentum_step(param, grad, velocity, lr, wd, momentum):
     velocity *= momentum
     velocity -= step
     param += velocity
+
+
+def adam_step(param, grad, m, v, lr, wd, beta1, beta2, eps, t):
+    """Adam with bias correction (t = this step's number, from 1), in place on param, m, v:
+
+        g = grad + wd * W;  m <- beta1 m + (1 - beta1) g;  v <- beta2 v + (1 - beta2) g^2
+        W <- W - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+    """
+    xp = get_xp(param)
+    g = grad + wd * param if wd else grad
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * g * g
+    m_hat = m / (1 - beta1**t)
+    v_hat = v / (1 - beta2**t)
+    param -= lr * m_hat / (xp.sqrt(v_hat) + eps)

@@ -29,6 +29,8 @@ import numpy as np
 
 from ..backend import get_xp
 from ..errors import InputError
+from ..kernels import get_op
+from ..kernels.reference import _flat, _per_example, lp_norm  # noqa: F401 (lp_norm: part of this API)
 
 
 def parse_norm(norm) -> float:
@@ -53,31 +55,6 @@ def parse_norm(norm) -> float:
 
 def norm_name(p: float) -> str:
     return "inf" if math.isinf(p) else (str(int(p)) if float(p).is_integer() else str(p))
-
-
-def _flat(x):
-    return x.reshape(x.shape[0], -1)
-
-
-def _per_example(v, like):
-    """Reshape a (N,) vector to broadcast against ``like`` (N, ...)."""
-    return v.reshape((v.shape[0],) + (1,) * (like.ndim - 1))
-
-
-def lp_norm(delta, p: float):
-    """Per-example l_p norm over all non-batch axes: (N, ...) -> (N,)."""
-    xp = get_xp(delta)
-    d = xp.abs(_flat(delta))
-    if math.isinf(p):
-        return d.max(axis=1)
-    if p == 1:
-        return d.sum(axis=1)
-    if p == 2:
-        return xp.sqrt((d * d).sum(axis=1))
-    # scale by the max first so |d|^p neither overflows nor underflows
-    m = d.max(axis=1, keepdims=True)
-    safe = xp.where(m > 0, m, 1)
-    return (((d / safe) ** p).sum(axis=1)) ** (1.0 / p) * m[:, 0]
 
 
 class Ball:
@@ -117,57 +94,47 @@ class Ball:
 
     # ----- the ascent direction -------------------------------------------------------------------
     def steepest_ascent(self, g, eps=None):
-        """argmax over the ball of <g, delta>, per example. g: (N, ...) -> delta like g."""
-        eps = self.eps if eps is None else float(eps)
-        xp = get_xp(g)
-        if math.isinf(self.p):
-            return eps * xp.sign(g)
-        if self.p == 2:
-            n = lp_norm(g, 2)
-            scale = xp.where(n > 0, eps / xp.where(n > 0, n, 1), 0)
-            return g * _per_example(scale, g).astype(g.dtype)
-        if self.p == 1:
-            return self._l1_step(g, eps)
-        q = self.dual
-        a = xp.abs(g)
-        m = _flat(a).max(axis=1)
-        safe_m = _per_example(xp.where(m > 0, m, 1), g)
-        r = (a / safe_m) ** (q - 1)  # |g|^(q-1), scaled by max|g|^(q-1) for safety
-        denom = lp_norm(r, self.p)  # = ||g||_q^(q-1) under the same scaling
-        scale = xp.where(denom > 0, eps / xp.where(denom > 0, denom, 1), 0)
-        return (xp.sign(g) * r * _per_example(scale, g)).astype(g.dtype)
+        """argmax over the ball of <g, delta>, per example. g: (N, ...) -> delta like g.
 
-    def _l1_step(self, g, eps):
+        The formulas are the ops ``*_ascent_step`` of ``kernels/reference.py`` (the GPU tier
+        has them as kernels): l_inf eps * sign(g); l_2 eps * g / ||g||_2; l_1 all of eps on
+        the coordinate of largest |g| (``l1_top_k``: spread over the k largest); l_p
+        eps * sign(g) |g|^(q-1) / ||g||_q^(q-1).
+        """
+        eps = self.eps if eps is None else float(eps)
+        if math.isinf(self.p):
+            return get_op("linf_ascent_step", g)(g, eps)
+        if self.p == 2:
+            return get_op("l2_ascent_step", g)(g, eps)
+        if self.p == 1:
+            if self.l1_top_k == 1:
+                return get_op("l1_ascent_step", g)(g, eps)
+            return self._l1_top_k_step(g, eps)
+        return get_op("lp_ascent_step", g)(g, self.p, eps)
+
+    def _l1_top_k_step(self, g, eps):
+        """eps / k on each of the k coordinates of largest |g|, with the sign of g there."""
         xp = get_xp(g)
         flat = _flat(g)
         N, D = flat.shape
         delta = xp.zeros_like(flat)
         k = min(self.l1_top_k, D)
-        if k == 1:
-            idx = xp.abs(flat).argmax(axis=1)  # argmax returns the first of equal maxima
-            rows = xp.arange(N)
-            delta[rows, idx] = eps * xp.sign(flat[rows, idx])
-        else:
-            # stable sort of -|g|: among equal magnitudes the lower index comes first
-            order = xp.argsort(-xp.abs(flat), axis=1, kind="stable")[:, :k]
-            rows = xp.arange(N)[:, None]
-            delta[rows, order] = (eps / k) * xp.sign(flat[rows, order])
+        # stable sort of -|g|: among equal magnitudes the lower index comes first
+        order = xp.argsort(-xp.abs(flat), axis=1, kind="stable")[:, :k]
+        rows = xp.arange(N)[:, None]
+        delta[rows, order] = (eps / k) * xp.sign(flat[rows, order])
         return delta.reshape(g.shape)
 
     # ----- projection -------------------------------------------------------------------------------
     def project(self, delta):
         """Closest point of the ball to ``delta`` (Euclidean distance), per example."""
-        xp = get_xp(delta)
-        eps = self.eps
         if math.isinf(self.p):
-            return xp.clip(delta, -eps, eps)
+            return get_op("linf_projection", delta)(delta, self.eps)
         if self.p == 2:
-            n = lp_norm(delta, 2)
-            scale = xp.where(n > eps, eps / xp.where(n > 0, n, 1), 1)
-            return delta * _per_example(scale, delta).astype(delta.dtype)
+            return get_op("l2_projection", delta)(delta, self.eps)
         if self.p == 1:
-            return project_l1(delta, eps)
-        return project_lp(delta, self.p, eps)
+            return project_l1(delta, self.eps)
+        return project_lp(delta, self.p, self.eps)
 
     # ----- random points -----------------------------------------------------------------------------
     def sample(self, shape, rng, dtype=np.float32):
@@ -188,29 +155,9 @@ class Ball:
 
 
 def project_l1(delta, eps):
-    """Euclidean projection onto the l_1 ball of radius eps, per example.
-
-    Duchi, Shalev-Shwartz, Singer & Chandra (2008): project |v| onto the simplex
-    {w >= 0, sum w = eps} by soft-thresholding at theta, where theta is found from the
-    sorted magnitudes; restore the signs. Examples already inside are returned unchanged.
-    """
-    xp = get_xp(delta)
-    v = _flat(delta)
-    N, D = v.shape
-    a = xp.abs(v)
-    inside = a.sum(axis=1) <= eps
-    if eps == 0:
-        return xp.zeros_like(delta)
-    mu = -xp.sort(-a, axis=1)  # magnitudes, descending
-    cumsum = xp.cumsum(mu, axis=1)
-    j = xp.arange(1, D + 1, dtype=a.dtype)
-    # rho = the largest j with mu_j > (cumsum_j - eps) / j
-    cond = mu * j > (cumsum - eps)
-    rho = D - 1 - xp.argmax(cond[:, ::-1], axis=1)  # last True index (cond[:, 0] is always True)
-    theta = (cumsum[xp.arange(N), rho] - eps) / (rho + 1).astype(a.dtype)
-    w = xp.maximum(a - theta[:, None], 0)
-    out = xp.where(inside[:, None], v, xp.sign(v) * w)
-    return out.reshape(delta.shape).astype(delta.dtype)
+    """Euclidean projection onto the l_1 ball of radius eps, per example (Duchi et al. 2008;
+    the op ``l1_projection`` of ``kernels/reference.py``)."""
+    return get_op("l1_projection", delta)(delta, eps)
 
 
 def project_lp(delta, p, eps, iters=100):

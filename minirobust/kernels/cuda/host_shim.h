@@ -8,3 +8,7 @@
 struct mr_dim3 { unsigned int x, y, z; };
 static const mr_dim3 blockIdx = {0, 0, 0}, threadIdx = {0, 0, 0};
 static const mr_dim3 blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
+#include <cmath>
+using std::fabs;  // the device math functions the kernels call, with float and double overloads
+using std::pow;
+using std::sqrt;
