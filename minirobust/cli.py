@@ -161,8 +161,8 @@ def cmd_attack(args):
     if args.method != "single-pixel":
         kw["norm"] = args.norm
     labels = None if args.predicted_labels else yt
-    res = fn(model, xt, labels, **kw)
-    acc = float(((model.predict(res.x_adv, 1000) == yt)).mean())
+    res = fn(model, xt, labels, **kw).to_host()  # host arrays from here on, whatever the backend
+    acc = model.accuracy(res.x_adv, yt, 1000)
     stats = norm_stats(res.norms)
     print(f"{args.method} attack, eps {args.eps:g}: success rate {100 * res.success_rate:.2f}% on {len(xt)} images; "
           f"accuracy under attack {100 * acc:.2f}%")
@@ -176,7 +176,9 @@ def cmd_attack(args):
         from .experiments.figures import plot_adversarial_grid  # noqa: PLC0415
 
         ok = res.success.nonzero()[0][:8]
-        plot_adversarial_grid(xt[ok], res.x_adv[ok], model.predict(xt[ok]), model.predict(res.x_adv[ok]),
+        from .backend import to_host  # noqa: PLC0415
+
+        plot_adversarial_grid(xt[ok], res.x_adv[ok], to_host(model.predict(xt[ok])), to_host(model.predict(res.x_adv[ok])),
                               args.figure, mark_changed=args.method == "single-pixel")
         print(f"figure saved to {args.figure}")
 

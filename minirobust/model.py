@@ -202,18 +202,18 @@ class Sequential:
 
     def predict_logits(self, x, batch_size: int | None = None):
         """Logits in evaluation mode, in batches of ``batch_size`` (all at once if None)."""
-        xp = get_xp(x)
         if batch_size is None or batch_size >= x.shape[0]:
             return self.forward(x, train=False)
-        return xp.concatenate([self.forward(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+        parts = [self.forward(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+        return get_xp(parts[0]).concatenate(parts)  # on the model's device
 
     def predict(self, x, batch_size: int | None = None):
         """Predicted class indices, shape (N,)."""
         return self.predict_logits(x, batch_size).argmax(axis=1)
 
     def accuracy(self, x, y, batch_size: int | None = 1000) -> float:
-        """Fraction of ``x`` classified as ``y``."""
-        return float((self.predict(x, batch_size) == y).mean())
+        """Fraction of ``x`` classified as ``y`` (host or device arrays, as the model needs)."""
+        return float((self.predict(x, batch_size) == self.on_device(y, "labels")).mean())
 
     # ----- parameters and state ---------------------------------------------------------------
     def parameters(self) -> dict:

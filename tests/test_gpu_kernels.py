@@ -6,8 +6,11 @@ whole robust training step with every op on the emulated GPU tier. Tests that ne
 
 from __future__ import annotations
 
+import ctypes
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +36,42 @@ def test_every_cuda_source_compiles_with_nvcc(source, real, tmp_path):
         run = subprocess.run(cmd, capture_output=True, text=True)
         assert run.returncode == 0, f"nvcc {arch} {source} REAL={real}:\n{run.stderr}"
         assert (tmp_path / f"{source}.{arch}.cubin").stat().st_size > 0
+
+
+def _nvrtc_library():
+    """libnvrtc from the nvidia-cuda-nvrtc wheel (a [dev] dependency on Linux), or None."""
+    try:
+        import nvidia  # noqa: PLC0415
+    except ImportError:
+        return None
+    found = sorted(p for base in nvidia.__path__ for p in Path(base).glob("cu*/lib/libnvrtc.so*"))
+    return ctypes.CDLL(str(found[0])) if found else None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nvrtc_compiles_the_module_as_cupy_will(dtype):
+    # CuPy builds the GPU tier with NVRTC from gpu.source_code() and gpu.compile_options(): the same
+    # call here, without a GPU (NVRTC needs none), then every kernel gpu.py launches is in the PTX
+    lib = _nvrtc_library()
+    if lib is None:
+        pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc)")
+    prog = ctypes.c_void_p()
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), gpu.source_code().encode(), b"minirobust.cu", 0, None, None) == 0
+    options = [o.encode() for o in gpu.compile_options(dtype)] + [b"-arch=compute_90"]
+    result = lib.nvrtcCompileProgram(prog, len(options), (ctypes.c_char_p * len(options))(*options))
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    assert result == 0, log.value.decode()
+    lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
+    ptx = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetPTX(prog, ptx)
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    entries = set(re.findall(r"\.entry (\w+)", ptx.value.decode()))
+    launched = set(re.findall(r'launch\("(\w+)"', Path(gpu.__file__).read_text()))
+    launched |= set(re.findall(r'_op\("(\w+)"', Path(gpu.__file__).read_text()))
+    assert launched and launched <= entries, launched - entries
 
 
 def test_the_kernels_hard_code_no_float_type():

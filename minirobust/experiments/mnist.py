@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, checkpoint, nets
+from ..backend import to_host
 from ..data import dataset_stats, load_mnist, to_float
 from ..robust import (
     RobustTrainer,
@@ -246,21 +247,25 @@ class MnistReproduction:
                                  self.results_dir / f"curve_l{norm}.png",
                                  title=f"MNIST: accuracy under the fast l_{norm} method")
         base = self.models["baseline"]
+
+        def predict(x):  # host labels for the figures, whatever the backend
+            return to_host(base.predict(x))
+
         n = min(len(self.xt), 2000)
-        res = single_pixel(base, self.xt[:n], self.yt[:n], eps=1.0)
-        fooled = np.flatnonzero(res.success & (base.predict(self.xt[:n]) == self.yt[:n]))
+        res = single_pixel(base, self.xt[:n], self.yt[:n], eps=1.0).to_host()
+        fooled = np.flatnonzero(res.success & (predict(self.xt[:n]) == self.yt[:n]))
         results["single_pixel"] = {"tried": int(n), "fooled": int(fooled.size)}
         if fooled.size:
             pick = fooled[:8]
-            plot_adversarial_grid(self.xt[pick], res.x_adv[pick], base.predict(self.xt[pick]),
-                                  base.predict(res.x_adv[pick]), self.results_dir / "single_pixel.png",
+            plot_adversarial_grid(self.xt[pick], res.x_adv[pick], predict(self.xt[pick]),
+                                  predict(res.x_adv[pick]), self.results_dir / "single_pixel.png",
                                   title="single-pixel (l_1) adversarial examples of the baseline "
                                         "(changed pixel circled)", mark_changed=True)
         for norm in self.amnist.counts():
             part = self.amnist.part(norm)
             pick = np.arange(min(8, len(part)))
-            plot_adversarial_grid(self.xt[part.source[pick]], part.x[pick], base.predict(self.xt[part.source[pick]]),
-                                  base.predict(part.x[pick]), self.results_dir / f"amnist_l{norm}.png",
+            plot_adversarial_grid(self.xt[part.source[pick]], part.x[pick], predict(self.xt[part.source[pick]]),
+                                  predict(part.x[pick]), self.results_dir / f"amnist_l{norm}.png",
                                   title=f"AMNIST l_{norm} part: clean (top) vs adversarial (bottom)",
                                   mark_changed=norm == "1")
 

@@ -52,13 +52,16 @@ def source_code() -> str:
     return "\n".join((SOURCE_DIR / name).read_text() for name in SOURCES)
 
 
+def compile_options(dtype) -> tuple:
+    """NVRTC options for ``dtype``'s build (CuPy adds the card's architecture)."""
+    return (f"-DREAL={C_TYPES[np.dtype(dtype).name]}", f"-I{SOURCE_DIR}", "--std=c++14")
+
+
 def build_kernels(dtype):
     """{kernel name -> launcher(grid, block, args)} for ``dtype``, compiled by CuPy (NVRTC)."""
     from ..backend import cupy_module  # noqa: PLC0415 - the GPU is only touched here
 
-    cp = cupy_module()
-    module = cp.RawModule(code=source_code(), options=(f"-DREAL={C_TYPES[np.dtype(dtype).name]}",
-                                                       f"-I{SOURCE_DIR}", "--std=c++14"))
+    module = cupy_module().RawModule(code=source_code(), options=compile_options(dtype))
     return _FunctionTable(module.get_function)
 
 

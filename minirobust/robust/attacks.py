@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import checks
-from ..backend import get_xp
+from ..backend import get_xp, to_host
 from ..errors import InputError
 from ..losses import SoftmaxCrossEntropy
 from .ascent import ascend, ascent_gradient, clip_to_bounds, default_step_size
@@ -36,6 +36,10 @@ class AttackResult:
     @property
     def success_rate(self) -> float:
         return float(self.success.mean())
+
+    def to_host(self) -> "AttackResult":
+        """The same result with NumPy arrays (for saving, plotting, comparing with host labels)."""
+        return AttackResult(*(to_host(v) for v in (self.x_adv, self.success, self.norms, self.labels)))
 
 
 # ----- helpers -------------------------------------------------------------------------------------
