@@ -220,6 +220,22 @@ def cmd_evaluate(args):
         print(f"report saved to {args.out}")
 
 
+def cmd_sweep(args):
+    from .experiments.sweep import grid, parse_radii, sweep  # noqa: PLC0415
+
+    norms = [None if n.strip().lower() in ("none", "plain") else n.strip() for n in args.norms.split(",") if n.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if not norms or not seeds or min(seeds) < 0:
+        raise InputError("--norms and --seeds need at least one value each (seeds >= 0)")
+    configs = grid(norms=norms, radii=parse_radii(args.radii) or None, seeds=seeds, epochs=args.epochs,
+                   net=args.net, dataset=args.dataset, n_train=args.n_train, n_test=args.n_test, n_pgd=args.n_pgd,
+                   pgd_steps=args.pgd_steps)
+    rows = sweep(configs, args.out, runner=args.runner, workers=args.workers, scheduler=args.scheduler,
+                 data_dir=args.data_dir, progress=not args.no_progress)
+    print(Path(args.out, "summary.md").read_text())
+    print(f"{len(rows)} runs; results in {args.out}/results.csv, summary in {args.out}/summary.md and summary.png")
+
+
 def cmd_exercises(args):
     from . import exercises  # noqa: PLC0415
 
@@ -329,6 +345,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", default=None, help="save the accuracy-vs-eps curve as PNG")
     p.add_argument("--out", default=None, help="save the report as JSON")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sweep", help="train and evaluate many nets (norm x eps x seed) on a process pool or Dask")
+    _add_dataset(p)
+    p.add_argument("--out", required=True, help="the sweep's folder (re-run to resume: finished runs are skipped)")
+    p.add_argument("--norms", default="none,inf,2,1", help="comma-separated: none (plain), inf, 2, 1 (default all)")
+    p.add_argument("--radii", nargs="*", default=None, metavar="NORM=EPS[,EPS]",
+                   help="training radii per norm in pixel units (default: the paper's, inf=0.0616 2=0.6162 1=0.6162)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--epochs", type=_positive_int, default=5)
+    p.add_argument("--net", default="paper-mnist", choices=("paper-mnist", "large-mnist"))
+    p.add_argument("--n-pgd", type=_positive_int, default=500, help="test images for the PGD columns")
+    p.add_argument("--pgd-steps", type=_positive_int, default=20)
+    p.add_argument("--runner", default="local", choices=("local", "dask"))
+    p.add_argument("--workers", type=_positive_int, default=2, help="processes (local) or Dask workers (LocalCluster)")
+    p.add_argument("--scheduler", default=None, help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("exercises", help="list the gradient-check exercises, or check your solution of one")
     p.add_argument("action", choices=["list", "check"])
