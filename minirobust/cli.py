@@ -8,8 +8,11 @@
                                         Algorithm 1 (robust training); no --norm: plain training
     minirobust attack --model runs/linf/model.npz --method pgd --norm inf --eps 0.1
     minirobust evaluate --model runs/linf/model.npz --norm inf --eps-grid 0,0.05,0.1
+    minirobust sweep --out results/sweeps/mnist --epochs 15 [--runner dask]
+                                        norm x eps x seed grids on a process pool or Dask
+    minirobust exercises check all      check your solutions of the lesson exercises
 
-Every subcommand takes ``--backend cpu|gpu``. Bad flag values end in a one-line error
+The subcommands that train or evaluate take ``--backend cpu|gpu``. Bad flag values end in a one-line error
 (exit status 2), not a traceback.
 """
 
