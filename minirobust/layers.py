@@ -243,7 +243,8 @@ class ReLU(Layer):
     def forward(self, x, train=False):
         checks.check_float(x, "ReLU input")
         self._mask = x > 0
-        return x * self._mask
+        # maximum, not x * mask: relu(-inf) = 0 (not NaN) and relu(NaN) = NaN (never hidden)
+        return get_xp(x).maximum(x, 0).astype(x.dtype, copy=False)
 
     def backward(self, dy, param_grads=True):
         _require_forward(self, "_mask")

@@ -152,6 +152,23 @@ def test_the_fused_ops_and_layouts_equal_the_reference(emulated, pool, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_and_inf_propagate_as_in_the_reference(emulated, dtype):
+    x = np.random.default_rng(2).standard_normal((2, 3, 7, 7)).astype(dtype)
+    x[0, 1, 2, 3], x[1, 0, 0, 0], x[1, 2, 5, 5], x[0, 0, 4, 4] = np.nan, np.nan, np.inf, -np.inf
+    y, argmax = emulated.maxpool_forward(x, 3, 3, 2, 2, 0, 0)
+    y_ref, argmax_ref = reference.maxpool_forward(x, 3, 3, 2, 2, 0, 0)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(argmax, argmax_ref)
+    rows = np.ascontiguousarray(x.transpose(1, 0, 2, 3).reshape(3, -1))
+    b = np.array([0.1, -0.2, 0.3], dtype=dtype)
+    y, pos = emulated.rows_relu_maxpool(rows, b, 2, 7, 7, 2, 2, 2, 2)
+    y_ref, pos_ref = reference.rows_relu_maxpool(rows, b, 2, 7, 7, 2, 2, 2, 2)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(pos, pos_ref)
+    assert np.isnan(y_ref).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sgd_momentum_step_equals_the_reference(emulated, dtype):
     rng = np.random.default_rng(0)
     param, grad, velocity = (rng.standard_normal((7, 5)).astype(dtype) for _ in range(3))

@@ -11,6 +11,7 @@ from minirobust import kernels
 from minirobust.errors import BackendError
 from minirobust.kernels import cpu, reference
 from minirobust.kernels.reference import output_size
+from minirobust.layers import ReLU
 
 
 @st.composite
@@ -242,3 +243,28 @@ def test_sgd_momentum_step_tiers_match(size):
     np.testing.assert_allclose(v_fast, v_ref, rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="C-contiguous"):
         cpu.sgd_momentum_step(param[::2], grad[::2], velocity[::2], 0.05, 0.0, 0.9)
+
+
+def test_nan_and_inf_propagate_through_pooling_and_the_fused_op_as_in_the_reference():
+    # the fast tier must never hide a NaN: a window holding one gives NaN (the first NaN wins the
+    # argmax, as NumPy's does), and relu(-inf) is 0, relu(NaN) NaN, on every tier
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 7, 7))
+    x[0, 1, 2, 3], x[1, 0, 0, 0], x[1, 2, 5, 5], x[0, 0, 4, 4] = np.nan, np.nan, np.inf, -np.inf
+    for KH, SH in ((2, 2), (3, 2), (3, 3)):
+        y_ref, am_ref = reference.maxpool_forward(x, KH, KH, SH, SH, 0, 0)
+        y_cpu, am_cpu = cpu.maxpool_forward(x, KH, KH, SH, SH, 0, 0)
+        np.testing.assert_array_equal(y_cpu, y_ref)  # NaN == NaN for assert_array_equal
+        np.testing.assert_array_equal(am_cpu, am_ref)
+        assert np.isnan(y_ref).any()
+    rows = x.transpose(1, 0, 2, 3).reshape(3, -1)
+    b = np.array([0.1, -0.2, 0.3])
+    for KH, SH in ((2, 2), (3, 3)):
+        y_ref, pos_ref = reference.rows_relu_maxpool(rows, b, 2, 7, 7, KH, KH, SH, SH)
+        y_cpu, pos_cpu = cpu.rows_relu_maxpool(rows, b, 2, 7, 7, KH, KH, SH, SH)
+        np.testing.assert_array_equal(y_cpu, y_ref)
+        np.testing.assert_array_equal(pos_cpu, pos_ref)
+        assert np.isnan(y_ref).any() and not (pos_ref[np.isnan(y_ref)] >= 0).any()  # NaN: no gradient
+    relu = ReLU()
+    np.testing.assert_array_equal(relu.forward(np.array([np.nan, -np.inf, np.inf, -1.0, 2.0])),
+                                  [np.nan, 0.0, np.inf, 0.0, 2.0])

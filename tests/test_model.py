@@ -295,3 +295,19 @@ def test_backward_can_skip_the_input_gradient():
     assert model.backward(loss.backward(), input_grad=False) is None
     for k, v in model.gradients().items():
         np.testing.assert_array_equal(v, full[k])
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_a_nan_weight_gives_nan_logits_on_every_tier(fuse):
+    # one NaN filter in the first convolution: every tier, fused or not, must say NaN where the
+    # layer-by-layer reference tier does (the fused stage once pooled it away)
+    model = nets.paper_mnist(seed=0, dtype=np.float64)
+    model.parameters()["1_conv2d.W"][3] = np.nan
+    model.fuse = fuse
+    x = np.random.default_rng(0).random((4, 1, 28, 28))
+    with kernels.policy("never"), model.layer_by_layer():
+        want = model.forward(x)
+    with kernels.policy("always"):
+        got = model.forward(x)
+    assert np.isnan(want).all()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))

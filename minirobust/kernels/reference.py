@@ -164,8 +164,8 @@ def rows_relu_maxpool(rows, b, N, OH, OW, KH, KW, SH, SW):
     QH, QW = m.shape[2], m.shape[3]
     positions = _window_positions(QH, QW, KH, KW, SH, SW, OW, xp)[:, 0, 0]  # (KH*KW, QH, QW)
     pos = xp.take_along_axis(positions[None, None], k[:, :, None], axis=2)[:, :, 0]  # (N, F, QH, QW)
-    active = m > 0
-    return xp.where(active, m, 0).astype(rows.dtype), xp.where(active, pos, -1).astype(xp.int32)
+    active = m > 0  # a NaN maximum is not active (no gradient) but stays NaN: relu(NaN) = NaN
+    return xp.maximum(m, 0).astype(rows.dtype), xp.where(active, pos, -1).astype(xp.int32)
 
 
 def relu_maxpool_to_rows(dy, pos, OH, OW, KH, KW, SH, SW):

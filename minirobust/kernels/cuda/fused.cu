@@ -16,11 +16,11 @@ extern "C" __global__ void rows_relu_maxpool(const real_t* rows, const real_t* b
             for (index_t j = 0; j < KW; ++j) {
                 const index_t p = (qh * SH + i) * OW + qw * SW + j;
                 const real_t v = plane[p] + b[f];  // compare with the bias added, as the layers do
-                if (best_p < 0 || v > best) { best = v; best_p = p; }
+                if (best_p < 0 || v > best || (v != v && best == best)) { best = v; best_p = p; }  // NaN wins
             }
         }
         const bool live = best > (real_t)0;
-        y[idx] = live ? best : (real_t)0;
+        y[idx] = live || best != best ? best : (real_t)0;  // relu(NaN) = NaN, with no gradient
         pos[idx] = live ? (int)best_p : -1;
     }
 }

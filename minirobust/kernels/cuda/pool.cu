@@ -1,6 +1,7 @@
 // Max-pooling forward (value and argmax) and backward (a gather: no atomics).
 // Padding never wins: only positions inside the image are compared (padding <= kernel / 2, so
-// every window has one). Ties go to the first position in row-major window order (strict >).
+// every window has one). Ties go to the first position in row-major window order (strict >);
+// the first NaN of a window wins, so NaN propagates as in the reference tier.
 #include "common.cuh"
 
 extern "C" __global__ void maxpool_forward(const real_t* x, real_t* y, index_t* argmax, index_t N, index_t C,
@@ -18,7 +19,8 @@ extern "C" __global__ void maxpool_forward(const real_t* x, real_t* y, index_t* 
                 const index_t w = ow * SW + j - PW;
                 if (w < 0 || w >= W) continue;
                 const real_t v = plane[h * W + w];
-                if (best_k < 0 || v > best) { best = v; best_k = i * KW + j; }
+                // the first NaN wins and stays, as NumPy's max/argmax do (a NaN is never hidden)
+                if (best_k < 0 || v > best || (v != v && best == best)) { best = v; best_k = i * KW + j; }
             }
         }
         y[idx] = best;
