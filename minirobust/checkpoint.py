@@ -105,6 +105,12 @@ def load(path) -> Checkpoint:
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild the model ({exc})") from exc
     params = {k[len(PARAM_PREFIX):]: v for k, v in arrays.items() if k.startswith(PARAM_PREFIX)}
+    for name, value in params.items():
+        if value.dtype.kind != "f":
+            raise CheckpointError(f"{path}: parameter {name} has dtype {value.dtype}, not a float")
+        if not np.isfinite(value).all():
+            raise CheckpointError(f"{path}: parameter {name} holds {int((~np.isfinite(value)).sum())} non-finite "
+                                  "values (NaN or inf): not a usable model")
     model.load_state_dict(params)
     opt = {k[len(OPT_PREFIX):]: v for k, v in arrays.items() if k.startswith(OPT_PREFIX)}
     return Checkpoint(model, meta, opt)

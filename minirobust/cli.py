@@ -28,7 +28,7 @@ from .errors import InputError, MinirobustError
 def _add_common(p):
     p.add_argument("--backend", choices=("cpu", "gpu"), default=None,
                    help="where arrays live (default: $MINIROBUST_BACKEND or cpu)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
 
 
 def _positive_int(text):
@@ -75,6 +75,27 @@ def cmd_data(args):
     print(f"train label counts {np.bincount(d.y_train, minlength=10).tolist()}")
     print(f"test label counts  {np.bincount(d.y_test, minlength=10).tolist()}")
     print(f"training mean {mean} std {std} (on the [0, 1] scale)")
+
+
+def _finite_float(text):
+    """A finite number (inf and nan are refused: they would only surface as NaN later)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
+def _nonneg_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
 
 
 def _nonneg_float(text):
@@ -305,12 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=_nonneg_float, default=0.0, help="radius of the ball, in [0, 1] pixel units")
     p.add_argument("--epochs", type=_positive_int, default=10)
     p.add_argument("--batch-size", type=_positive_int, default=100)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--lr", type=_finite_float, default=0.01)
+    p.add_argument("--momentum", type=_finite_float, default=0.9)
     p.add_argument("--decay", type=_nonneg_float, default=5e-6, help="per-step lr decay: lr / (1 + t*decay)")
     p.add_argument("--weight-decay", type=_nonneg_float, default=2e-3)
     p.add_argument("--ascent-steps", type=_positive_int, default=1, help="projected ascent steps per batch")
-    p.add_argument("--alpha", type=float, default=None,
+    p.add_argument("--alpha", type=_finite_float, default=None,
                    help="Goodfellow's objective alpha*J(x) + (1-alpha)*J(x'); default: J(x') only")
     p.add_argument("--no-clip", action="store_true", help="do not clip x' to [0, 1] (the paper's setting)")
     p.add_argument("--out", default=None, help="run folder: checkpoint.npz, metrics.jsonl, model.npz")

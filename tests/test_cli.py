@@ -110,6 +110,11 @@ def test_evaluate(trained_run, tmp_path):
     (["train", "--data-dir", "/nonexistent/dir", "--epochs", "1"], "could not download"),
     (["attack", "--model", "/nonexistent/model.npz", "--dataset", "synthetic"], "checkpoint not found"),
     (["evaluate", "--model", "x.npz", "--eps-grid", "0,-1"], "expected a finite number >= 0"),
+    (["train", "--lr", "inf"], "expected a finite number, got inf"),
+    (["train", "--lr", "nan"], "expected a finite number, got nan"),
+    (["train", "--momentum=-inf"], "expected a finite number, got -inf"),
+    (["train", "--seed", "-1"], "expected a whole number >= 0, got -1"),
+    (["demo", "--seed", "-1"], "expected a whole number >= 0, got -1"),
 ])
 def test_bad_flags_are_one_line_errors(args, message, tmp_path):
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "MINIROBUST_DATA": str(tmp_path / "nodata")}

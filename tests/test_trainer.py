@@ -9,7 +9,7 @@ import pytest
 
 from minirobust import checkpoint, nets
 from minirobust.data import separable_images
-from minirobust.errors import InputError, TrainingError
+from minirobust.errors import CheckpointError, InputError, TrainingError
 from minirobust.robust import Ball, RobustTrainer, TrainConfig, ascent, fast_method, per_example_loss, pgd, robust_accuracy
 from minirobust.robust import attacks as attacks_module
 from minirobust.robust import trainer as trainer_module
@@ -183,3 +183,35 @@ def test_float32_end_to_end_through_a_step(norm):
     assert all(v.dtype == np.float32 for v in model.parameters().values())
     assert all(v.dtype == np.float32 for v in model.gradients().values())
     assert all(v.dtype == np.float32 for d in trainer.optimizer.state.values() for v in d.values())
+
+
+def test_a_non_finite_state_is_never_saved_and_the_message_names_a_real_checkpoint(tmp_path):
+    x, y = separable_images(200, seed=0)
+    # epoch 1 trains normally (and saves); then the learning rate turns the weights to inf
+    model = nets.paper_mnist(seed=0)
+    trainer = _quiet(model, epochs=1, batch_size=50)
+    trainer.out_dir = tmp_path
+    trainer.fit(x, y)
+    trainer.config.epochs = 2
+    trainer.optimizer.lr = 1e38
+    with pytest.raises(TrainingError) as err, np.errstate(all="ignore"):  # overflow is the point here
+        trainer.fit(x, y)
+    message = str(err.value)
+    assert f"last good checkpoint: {tmp_path / 'checkpoint.npz'} (epoch 1)" in message
+    saved = checkpoint.load(tmp_path / "checkpoint.npz")  # loads: every value finite
+    assert saved.epoch == 1
+    # no checkpoint yet: the message says so instead of naming a file that does not exist
+    fresh = _quiet(nets.paper_mnist(seed=0), epochs=1, batch_size=50, lr=1e38)
+    fresh.out_dir = tmp_path / "fresh"
+    fresh.out_dir.mkdir()
+    with pytest.raises(TrainingError, match="no checkpoint was saved"), np.errstate(all="ignore"):
+        fresh.fit(x, y)
+    assert not (tmp_path / "fresh" / "checkpoint.npz").exists()
+
+
+def test_loading_a_checkpoint_with_non_finite_weights_is_an_error(tmp_path):
+    model = nets.paper_mnist(seed=0)
+    model.parameters()["8_dense.W"][0, 0] = np.nan
+    checkpoint.save(tmp_path / "m.npz", model)
+    with pytest.raises(CheckpointError, match="8_dense.W holds 1 non-finite"):
+        checkpoint.load(tmp_path / "m.npz")

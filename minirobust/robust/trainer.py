@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import checkpoint, kernels
+from ..backend import get_xp
 from ..data.batches import iterate_minibatches
 from ..errors import InputError, TrainingError
 from ..losses import SoftmaxCrossEntropy
@@ -147,9 +148,8 @@ class RobustTrainer:
                 if not math.isfinite(loss):
                     if bar is not None:
                         bar.close()
-                    where = f"{self.checkpoint_path} (epoch {self.epoch})" if self.out_dir else "none (no out_dir)"
                     raise TrainingError(f"loss became {loss} at epoch {self.epoch + 1}, step {i + 1}: training "
-                                        f"stopped (try a smaller learning rate); last good checkpoint: {where}")
+                                        f"stopped (try a smaller learning rate); {self._last_good()}")
                 losses.append(loss)
                 correct += n_ok
                 if bar is not None:
@@ -158,6 +158,7 @@ class RobustTrainer:
                         bar.set_postfix(loss=f"{loss:.4f}", acc=f"{correct / ((i + 1) * cfg.batch_size):.3f}")
             if bar is not None:
                 bar.close()
+            self._check_parameters_finite()  # a non-finite state is never saved as good
             self.epoch += 1
             record = {"epoch": self.epoch, "train_loss": float(np.mean(losses)), "train_acc": correct / len(x),
                       "lr": self.optimizer.current_lr(), "seconds": time.perf_counter() - t0}
@@ -171,6 +172,20 @@ class RobustTrainer:
             checkpoint.save(self.out_dir / "model.npz", self.model, config=self.config.to_json(),
                             epoch=self.epoch, history=self.history)
         return self.history
+
+    def _last_good(self) -> str:
+        """Where training can restart from: the last checkpoint, which holds only finite values
+        (a non-finite state is never saved), or that there is none."""
+        if self.checkpoint_path is not None and self.checkpoint_path.exists():
+            return f"last good checkpoint: {self.checkpoint_path} (epoch {self.epoch})"
+        return "no checkpoint was saved (none is written before the first epoch ends)"
+
+    def _check_parameters_finite(self):
+        xp = get_xp(*self.model.parameters().values())
+        bad = [name for name, v in self.model.parameters().items() if not bool(xp.isfinite(v).all())]
+        if bad:
+            raise TrainingError(f"parameters {bad} became non-finite (NaN or inf) during epoch {self.epoch + 1}: "
+                                f"training stopped (try a smaller learning rate); {self._last_good()}")
 
     def _save_checkpoint(self):
         if not self.out_dir:
