@@ -215,3 +215,40 @@ def test_loading_a_checkpoint_with_non_finite_weights_is_an_error(tmp_path):
     checkpoint.save(tmp_path / "m.npz", model)
     with pytest.raises(CheckpointError, match="8_dense.W holds 1 non-finite"):
         checkpoint.load(tmp_path / "m.npz")
+
+
+def test_a_run_folder_holds_one_run_at_a_time_and_a_killed_run_leaves_no_stale_lock(tmp_path):
+    import subprocess
+    import sys
+
+    x, y = separable_images(100, seed=0)
+    first = RobustTrainer(nets.paper_mnist(seed=0), TrainConfig(epochs=1, batch_size=50), out_dir=tmp_path,
+                          log=None, progress=False)
+    second = RobustTrainer(nets.paper_mnist(seed=1), TrainConfig(epochs=1, batch_size=50), out_dir=tmp_path,
+                           log=None, progress=False)
+    with first._run_folder_lock():  # the first run is training
+        with pytest.raises(TrainingError, match="is in use by another training run"):
+            second.fit(x, y)
+    assert not (tmp_path / "model.npz").exists()  # the refused run wrote nothing
+    second.fit(x, y)  # released: the folder is free again
+    # a process that holds the lock and is killed: the OS releases it, nothing stale is left
+    code = ("import fcntl, os, signal, sys; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+            "print('locked', flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    holder = subprocess.run([sys.executable, "-c", code, str(tmp_path / ".lock")], capture_output=True, text=True)
+    assert "locked" in holder.stdout and holder.returncode != 0
+    first.fit(x, y)
+
+
+def test_resume_rebuilds_metrics_from_the_checkpoint_whatever_a_crash_left(tmp_path):
+    x, y = separable_images(100, seed=0)
+    RobustTrainer(nets.paper_mnist(seed=0), TrainConfig(epochs=2, batch_size=50), out_dir=tmp_path, log=None,
+                  progress=False).fit(x, y)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    # a crash lost epoch 2's line and left a torn one behind
+    (tmp_path / "metrics.jsonl").write_text(lines[0] + "\n" + '{"epoch": 3, "train_lo')
+    resumed = RobustTrainer(nets.paper_mnist(seed=0), TrainConfig(epochs=3, batch_size=50), out_dir=tmp_path,
+                            resume=True, log=None, progress=False)
+    resumed.fit(x, y)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[:2] == [json.loads(line) for line in lines]  # the lost line is back, as it was

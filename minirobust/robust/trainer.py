@@ -16,13 +16,20 @@ continues from the checkpoint with the same data order (the shuffling RNG state 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 from .. import checkpoint, kernels
 from ..backend import get_xp
@@ -135,7 +142,15 @@ class RobustTrainer:
 
     # ----- epochs, logs, checkpoints ----------------------------------------------------------------
     def fit(self, x, y, x_val=None, y_val=None):
-        """Train on host arrays x (N, ...) in [0, 1] and labels y until ``config.epochs``."""
+        """Train on host arrays x (N, ...) in [0, 1] and labels y until ``config.epochs``.
+
+        With an ``out_dir`` the run holds that folder's lock for its whole life: a second run
+        on the same folder stops at once instead of overwriting this one's files."""
+        with self._run_folder_lock():
+            self._rewrite_metrics()
+            return self._fit(x, y, x_val, y_val)
+
+    def _fit(self, x, y, x_val, y_val):
         cfg = self.config
         n_batches = math.ceil(len(x) / cfg.batch_size)
         kernels.warmup(self.model.dtype)  # compile before the clock of epoch 1 starts
@@ -193,6 +208,36 @@ class RobustTrainer:
         checkpoint.save(self.checkpoint_path, self.model, self.optimizer, config=self.config.to_json(),
                         epoch=self.epoch, rng_state=self.rng.bit_generator.state, history=self.history)
 
+    @contextlib.contextmanager
+    def _run_folder_lock(self):
+        """An exclusive lock on ``out_dir/.lock`` (flock: the OS releases it when the process
+        ends, however it ends, so a killed run never leaves a stale lock behind)."""
+        if not self.out_dir or fcntl is None:  # fcntl: POSIX only; elsewhere runs are not locked
+            yield
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.out_dir / ".lock", "a+")  # noqa: SIM115 - held for the run's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise TrainingError(f"{self.out_dir} is in use by another training run (its lock is held): "
+                                "wait for it to finish, or choose another output folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+    def _rewrite_metrics(self):
+        """metrics.jsonl = one line per epoch of the history (empty for a new run): the file
+        always agrees with the checkpoint, whatever a crash left in it."""
+        if not self.out_dir:
+            return
+        tmp = self.metrics_path.with_name(f"metrics.jsonl.tmp-{os.getpid()}")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8")
+        os.replace(tmp, self.metrics_path)
+
     def _append_metrics(self, record):
         if not self.out_dir:
             return
@@ -212,12 +257,9 @@ class RobustTrainer:
         self.model.load_state_dict(ckpt.model.state_dict())
         self.optimizer.load_state_arrays(ckpt.optimizer_arrays, ckpt.meta["optimizer"]["t"])
         self.rng.bit_generator.state = ckpt.meta["rng_state"]
+        # the checkpoint is the truth: fit() rewrites metrics.jsonl from this history, so a line
+        # lost or torn by a crash between the checkpoint and the metrics append comes back
         self.epoch, self.history = ckpt.epoch, list(ckpt.meta.get("history", []))
-        # metrics written after the checkpoint (a crash between the two) are dropped
-        if self.metrics_path.exists():
-            lines = [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= self.epoch]
-            self.metrics_path.write_text("".join(ln + "\n" for ln in kept))
         self.log(f"resumed from {self.checkpoint_path} at epoch {self.epoch}")
 
 
