@@ -152,7 +152,8 @@ def cmd_train(args):
     config.validate()
     x, y, xt, yt, mean, std = _load_arrays(args)
     model = nets.NETS[args.net](seed=args.seed, mean=mean, std=std)
-    trainer = RobustTrainer(model, config, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+    trainer = RobustTrainer(model, config, out_dir=args.out, resume=args.resume, progress=not args.no_progress,
+                            data={"dataset": args.dataset, "n_train": args.n_train, "net": args.net})
     trainer.fit(x, y)
     print(f"test accuracy {100 * model.accuracy(xt, yt):.2f}% on {len(xt)} images")
     if args.norm is not None and args.eps > 0:

@@ -153,3 +153,16 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     b = checkpoint.load(out / "model.npz").model.parameters()
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7)
+
+
+def test_resume_on_other_data_is_a_one_line_error_naming_the_setting(tmp_path):
+    out = tmp_path / "run"
+    common = ["train", "--dataset", "synthetic", "--out", str(out), "--no-progress"]
+    first = run_cli(*common, "--n-train", "200", "--epochs", "1", timeout=300)
+    assert first.returncode == 0, first.stderr
+    other = run_cli(*common, "--n-train", "300", "--epochs", "2", "--resume", timeout=300)
+    assert other.returncode == 2 and "n_train was 200, now 300" in other.stderr and "Traceback" not in other.stderr
+    same = run_cli(*common, "--n-train", "200", "--epochs", "2", "--resume", timeout=300)
+    assert same.returncode == 0, same.stderr
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]

@@ -82,7 +82,11 @@ class TrainConfig:
 class RobustTrainer:
     """Runs Algorithm 1 (or plain training) on a model, with logs and checkpoints."""
 
-    def __init__(self, model, config: TrainConfig, out_dir=None, resume=False, log=print, progress=True):
+    def __init__(self, model, config: TrainConfig, out_dir=None, resume=False, log=print, progress=True,
+                 data=None):
+        """``data``: JSON-able settings that choose the training data (e.g. ``{"dataset": "mnist",
+        "n_train": 1000}``); saved in checkpoints with the data's size and shape, and checked on
+        resume, so a resumed run cannot continue on other data without a word."""
         self.model, self.config = model, config.validate()
         self.ball = Ball(config.norm, config.eps) if config.norm is not None else None
         self.optimizer = SGD(model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
@@ -91,6 +95,7 @@ class RobustTrainer:
         self.out_dir = Path(out_dir) if out_dir else None
         self.log, self.progress = log or (lambda *_: None), progress
         self.epoch, self.history = 0, []
+        self.data, self._saved_data = dict(data or {}), None
         if resume:
             self._resume()
 
@@ -146,9 +151,21 @@ class RobustTrainer:
 
         With an ``out_dir`` the run holds that folder's lock for its whole life: a second run
         on the same folder stops at once instead of overwriting this one's files."""
+        self.data = {**self.data, "n_examples": len(x), "example_shape": [int(d) for d in x.shape[1:]]}
+        self._check_same_data()
         with self._run_folder_lock():
             self._rewrite_metrics()
             return self._fit(x, y, x_val, y_val)
+
+    def _check_same_data(self):
+        """On resume: every data setting the checkpoint saved must be the same now."""
+        saved = self._saved_data
+        if saved is None:  # a new run, or a checkpoint written before data settings were saved
+            return
+        for key in list(self.data) + [k for k in saved if k not in self.data]:  # the user's settings first
+            if saved.get(key) != self.data.get(key):
+                raise InputError(f"cannot resume {self.checkpoint_path}: the data differ: {key} was "
+                                 f"{saved.get(key)!r}, now {self.data.get(key)!r}")
 
     def _fit(self, x, y, x_val, y_val):
         cfg = self.config
@@ -206,7 +223,8 @@ class RobustTrainer:
         if not self.out_dir:
             return
         checkpoint.save(self.checkpoint_path, self.model, self.optimizer, config=self.config.to_json(),
-                        epoch=self.epoch, rng_state=self.rng.bit_generator.state, history=self.history)
+                        epoch=self.epoch, rng_state=self.rng.bit_generator.state, history=self.history,
+                        data=self.data)
 
     @contextlib.contextmanager
     def _run_folder_lock(self):
@@ -260,6 +278,7 @@ class RobustTrainer:
         # the checkpoint is the truth: fit() rewrites metrics.jsonl from this history, so a line
         # lost or torn by a crash between the checkpoint and the metrics append comes back
         self.epoch, self.history = ckpt.epoch, list(ckpt.meta.get("history", []))
+        self._saved_data = ckpt.meta.get("data")  # checked against the data fit() is given
         self.log(f"resumed from {self.checkpoint_path} at epoch {self.epoch}")
 
 
