@@ -31,11 +31,18 @@ def _add_common(p):
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
 
 
-def _positive_int(text):
-    value = _parsed(text, int, "a positive integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_at_least(minimum, what):
+    """An argparse type: a whole number >= ``minimum``, described as ``what`` in errors."""
+    def parse(text):
+        value = _parsed(text, int, "a whole number")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_nonneg_int = _int_at_least(0, "a whole number >= 0")
 
 
 def _add_data_dir(p):
@@ -87,13 +94,6 @@ def _finite_float(text):
     value = _parsed(text)
     if value != value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
-    return value
-
-
-def _nonneg_int(text):
-    value = _parsed(text, int, "a whole number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
     return value
 
 

@@ -13,15 +13,22 @@ extern "C" __global__ void linf_ascent_step(const real_t* g, real_t* out, real_t
     }
 }
 
+// ||row||_2 of one example's D values
+__device__ __forceinline__ real_t row_l2_norm(const real_t* row, index_t D) {
+    real_t sum = 0;
+    for (index_t i = 0; i < D; ++i) sum += row[i] * row[i];
+    return sqrt(sum);
+}
+
+__device__ __forceinline__ void scale_row(const real_t* row, real_t* out, real_t scale, index_t D) {
+    for (index_t i = 0; i < D; ++i) out[i] = row[i] * scale;
+}
+
 // l_2: eps * g / ||g||_2, and 0 for a zero gradient
 extern "C" __global__ void l2_ascent_step(const real_t* g, real_t* out, real_t eps, index_t N, index_t D) {
     GRID_STRIDE_LOOP(n, N) {
-        const real_t* row = g + n * D;
-        real_t sum = 0;
-        for (index_t i = 0; i < D; ++i) sum += row[i] * row[i];
-        const real_t norm = sqrt(sum);
-        const real_t scale = norm > 0 ? eps / norm : (real_t)0;
-        for (index_t i = 0; i < D; ++i) out[n * D + i] = row[i] * scale;
+        const real_t norm = row_l2_norm(g + n * D, D);
+        scale_row(g + n * D, out + n * D, norm > 0 ? eps / norm : (real_t)0, D);
     }
 }
 
@@ -69,13 +76,9 @@ extern "C" __global__ void linf_projection(const real_t* delta, real_t* out, rea
 }
 
 extern "C" __global__ void l2_projection(const real_t* delta, real_t* out, real_t eps, index_t N, index_t D) {
-    GRID_STRIDE_LOOP(n, N) {
-        const real_t* row = delta + n * D;
-        real_t sum = 0;
-        for (index_t i = 0; i < D; ++i) sum += row[i] * row[i];
-        const real_t norm = sqrt(sum);
-        const real_t scale = norm > eps ? eps / norm : (real_t)1;
-        for (index_t i = 0; i < D; ++i) out[n * D + i] = row[i] * scale;
+    GRID_STRIDE_LOOP(n, N) {  // rescale only the examples outside the ball
+        const real_t norm = row_l2_norm(delta + n * D, D);
+        scale_row(delta + n * D, out + n * D, norm > eps ? eps / norm : (real_t)1, D);
     }
 }
 
