@@ -104,6 +104,13 @@ def _nonneg_float(text):
     return value
 
 
+def _positive_float(text):
+    value = _nonneg_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
 def _norm(text):
     from .robust.balls import parse_norm  # noqa: PLC0415
 
@@ -148,7 +155,8 @@ def cmd_train(args):
         raise MinirobustError(f"unknown net {args.net!r}; known: {sorted(nets.NETS)}")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                          decay=args.decay, weight_decay=args.weight_decay, norm=args.norm, eps=args.eps,
-                         ascent_steps=args.ascent_steps, alpha=args.alpha, clip=not args.no_clip, seed=args.seed)
+                         ascent_steps=args.ascent_steps, alpha=args.alpha, clip=not args.no_clip, seed=args.seed,
+                         lr_halve_every=args.lr_halve_every, attack_mode=args.attack_mode)
     config.validate()
     x, y, xt, yt, mean, std = _load_arrays(args)
     model = nets.NETS[args.net](seed=args.seed, mean=mean, std=std)
@@ -274,17 +282,29 @@ def cmd_exercises(args):
     return 0 if all(r.passed for r in results) else 1
 
 
-def cmd_reproduce(args):
-    from .experiments.mnist import QUICK, MnistReproduction, Settings  # noqa: PLC0415
+CIFAR10_ONLY = ("width", "dropout", "lr", "lr_halve_every", "attack_mode")
 
-    opts = dict(QUICK) if args.quick else {}
-    for key in ("epochs", "n_train", "n_test"):
+
+def cmd_reproduce(args):
+    if args.experiment == "cifar10":
+        from .experiments.cifar10 import CPU_RUN, QUICK, Cifar10Reproduction  # noqa: PLC0415
+        from .experiments.cifar10 import Cifar10Settings as Settings  # noqa: PLC0415
+
+        opts, Reproduction = dict(QUICK if args.quick else CPU_RUN), Cifar10Reproduction
+    else:
+        from .experiments.mnist import QUICK, MnistReproduction, Settings  # noqa: PLC0415
+
+        given = [f"--{k.replace('_', '-')}" for k in CIFAR10_ONLY if getattr(args, k) is not None]
+        if given:  # never ignore a flag without a word
+            raise MinirobustError(f"{', '.join(given)}: only for `reproduce cifar10`")
+        opts, Reproduction = (dict(QUICK) if args.quick else {}), MnistReproduction
+    for key in ("epochs", "n_train", "n_test", *CIFAR10_ONLY):
         if getattr(args, key) is not None:
             opts[key] = getattr(args, key)
     settings = Settings(seed=args.seed, clip=not args.no_clip, quick=args.quick, **opts)
-    MnistReproduction(settings, results_dir=args.results_dir or ("results/mnist-quick" if args.quick else "results/mnist"),
-                      runs_dir=args.runs_dir or ("runs/mnist-quick" if args.quick else "runs/mnist"),
-                      data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress).run()
+    name = args.experiment + ("-quick" if args.quick else "")
+    Reproduction(settings, results_dir=args.results_dir or f"results/{name}", runs_dir=args.runs_dir or f"runs/{name}",
+                 data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress).run()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a net, plainly or robustly (Algorithm 1)")
     _add_common(p)
     _add_dataset(p)
-    p.add_argument("--net", default="paper-mnist", help="architecture: paper-mnist | large-mnist")
+    p.add_argument("--net", default="paper-mnist", help="architecture: paper-mnist | large-mnist | paper-cifar10")
     p.add_argument("--norm", type=_norm, default=None, help="uncertainty set: inf, 2, 1 or any p >= 1 "
                    "(omit for plain training)")
     p.add_argument("--eps", type=_nonneg_float, default=0.0, help="radius of the ball, in [0, 1] pixel units")
@@ -326,7 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_finite_float, default=0.01)
     p.add_argument("--momentum", type=_finite_float, default=0.9)
     p.add_argument("--decay", type=_nonneg_float, default=5e-6, help="per-step lr decay: lr / (1 + t*decay)")
+    p.add_argument("--lr-halve-every", type=_nonneg_int, default=0, help="halve the lr every N epochs (0: never)")
     p.add_argument("--weight-decay", type=_nonneg_float, default=2e-3)
+    p.add_argument("--attack-mode", choices=("eval", "train"), default="eval",
+                   help="the ascent step's mode: eval (default) or train (dropout on, BatchNorm on batch statistics)")
     p.add_argument("--ascent-steps", type=_positive_int, default=1, help="projected ascent steps per batch")
     p.add_argument("--alpha", type=_finite_float, default=None,
                    help="Goodfellow's objective alpha*J(x) + (1-alpha)*J(x'); default: J(x') only")
@@ -391,19 +414,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folder", help="where your exercise files are (default: ./exercises or ./lessons/exercises)")
     p.set_defaults(func=cmd_exercises)
 
-    p = sub.add_parser("reproduce", help="run the paper's experiment end to end (Table 1, AMNIST, curves, figures)")
+    p = sub.add_parser("reproduce", help="run the paper's experiment end to end (Table 1/2, AMNIST/ACIFAR, curves, "
+                                         "figures)")
     _add_common(p)
-    p.add_argument("experiment", choices=("mnist",))
+    p.add_argument("experiment", choices=("mnist", "cifar10"))
     _add_data_dir(p)
     p.add_argument("--epochs", type=_positive_int, default=None,
-                   help="epochs per net (default 20: the whole run took 12 minutes on 2 cores; the authors ran 120)")
-    p.add_argument("--quick", action="store_true", help="10,000 training images, 1 epoch, 2,000 test images")
+                   help="epochs per net (mnist: default 20, the authors ran 120; cifar10: default 7, the authors "
+                        "ran 300)")
+    p.add_argument("--quick", action="store_true", help="a small subset, 1 epoch (mnist: 10,000 training and 2,000 "
+                   "test images; cifar10: 2,000 and 500, a width-1/8 net)")
+    p.add_argument("--width", type=_positive_float, default=None,
+                   help="cifar10: scale every channel count of the VGG net (default 0.25; the authors' net is 1)")
+    p.add_argument("--dropout", type=_nonneg_float, default=None,
+                   help="cifar10: scale the authors' dropout rates (default 0.25; 0: no dropout)")
+    p.add_argument("--lr", type=_positive_float, default=None, help="cifar10: SGD learning rate (default 0.1; "
+                   "the authors' 1)")
+    p.add_argument("--lr-halve-every", type=_positive_int, default=None,
+                   help="cifar10: halve the lr every N epochs (default 2; the authors' 25)")
+    p.add_argument("--attack-mode", choices=("eval", "train"), default=None,
+                   help="cifar10: the training ascent step's mode: eval (default: BatchNorm on running "
+                        "statistics, no dropout) or train (the authors': batch statistics, dropout on)")
     p.add_argument("--n-train", type=_positive_int, default=None)
     p.add_argument("--n-test", type=_positive_int, default=None)
     p.add_argument("--resume", action="store_true", help="continue a stopped run; finished nets are kept")
     p.add_argument("--no-clip", action="store_true", help="do not clip adversarial inputs to [0, 1]")
-    p.add_argument("--results-dir", default=None, help="default results/mnist (results/mnist-quick with --quick)")
-    p.add_argument("--runs-dir", default=None, help="checkpoints; default runs/mnist (runs/mnist-quick)")
+    p.add_argument("--results-dir", default=None, help="default results/EXPERIMENT (results/EXPERIMENT-quick "
+                   "with --quick)")
+    p.add_argument("--runs-dir", default=None, help="checkpoints; default runs/EXPERIMENT (runs/EXPERIMENT-quick)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_reproduce)
     return parser

@@ -35,6 +35,7 @@ class Layer:
     def __init__(self):
         self.params: dict = {}
         self.grads: dict = {}
+        self.running: dict = {}  # state that is learned but not trained (BatchNorm's statistics)
         self.name: str | None = None
 
     def forward(self, x, train: bool = False):
@@ -55,6 +56,8 @@ class Layer:
         """Cast parameters to ``dtype`` in place; returns self."""
         for k, v in self.params.items():
             self.params[k] = v.astype(dtype)
+        for k, v in self.running.items():
+            self.running[k] = v.astype(dtype)
         self.grads = {}
         return self
 
@@ -395,7 +398,86 @@ class Normalize(Layer):
     _std = None
 
 
-LAYER_TYPES = {cls.kind: cls for cls in (Conv2D, MaxPool2D, ReLU, Dense, Flatten, Dropout, Normalize)}
+class BatchNorm(Layer):
+    """Batch normalisation (Ioffe & Szegedy 2015), per channel (axis 1).
+
+    Training (``train=True``): normalise with the batch's own mean and (biased) variance, and
+    move the running statistics toward them:
+        running = (1 - momentum) * running + momentum * batch   (the variance unbiased, m/(m-1))
+    Evaluation: normalise with the running statistics, a fixed per-channel affine map.
+    Either way y = gamma * x_hat + beta. In training the backward pass goes through the batch
+    statistics too (every output depends on every input of its channel).
+    """
+
+    kind = "batchnorm"
+    rank, layout = 2, "(N, C)"
+
+    def __init__(self, num_features, eps=1e-3, momentum=0.1, dtype=np.float32):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
+        if self.num_features < 1 or self.eps <= 0 or not 0.0 <= self.momentum <= 1.0:
+            raise InputError(f"{type(self).__name__}: need num_features >= 1, eps > 0, momentum in [0, 1]; "
+                             f"got {num_features}, {eps}, {momentum}")
+        C = self.num_features
+        self.params["gamma"] = to_device(np.ones(C, dtype=dtype))
+        self.params["beta"] = to_device(np.zeros(C, dtype=dtype))
+        self.running["mean"] = to_device(np.zeros(C, dtype=dtype))
+        self.running["var"] = to_device(np.ones(C, dtype=dtype))
+        self._x_hat = None
+
+    def config(self):
+        return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum)
+
+    def forward(self, x, train=False):
+        name = f"{type(self).__name__} input"
+        checks.check_float(x, name)
+        checks.check_rank(x, self.rank, self.layout, name)
+        checks.check_axis(x, 1, self.num_features, "channels", name)
+        x3 = x.reshape(x.shape[0], self.num_features, -1)  # (N, C, S)
+        xp = get_xp(x)
+        if train:
+            m = x3.shape[0] * x3.shape[2]
+            if m < 2:
+                raise InputError(f"{type(self).__name__} in training needs more than one value per channel "
+                                 f"(input {tuple(x.shape)}); use a batch of 2 or more")
+            mean, var = get_op("batchnorm_stats", x3)(x3)
+            k = self.momentum
+            self.running["mean"] = ((1 - k) * self.running["mean"] + k * mean).astype(x.dtype)
+            self.running["var"] = ((1 - k) * self.running["var"] + k * var * (m / (m - 1))).astype(x.dtype)
+        else:
+            mean, var = self.running["mean"], self.running["var"]
+        self._inv_std = (1.0 / xp.sqrt(var + self.eps)).astype(x.dtype)
+        y, self._x_hat = get_op("batchnorm_forward", x3)(x3, mean, self._inv_std, self.params["gamma"],
+                                                         self.params["beta"])
+        self._batch_stats, self._x_shape = bool(train), x.shape
+        return y.reshape(x.shape)
+
+    def backward(self, dy, param_grads=True):
+        _require_forward(self, "_x_hat")
+        dy3 = dy.reshape(self._x_hat.shape)
+        dx, dgamma, dbeta = get_op("batchnorm_backward", dy3)(dy3, self._x_hat, self.params["gamma"],
+                                                              self._inv_std, self._batch_stats)
+        if param_grads:
+            self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
+        return dx.reshape(self._x_shape)
+
+
+class BatchNorm2D(BatchNorm):
+    """BatchNorm over (N, C, H, W) images: statistics per channel over N, H and W."""
+
+    kind = "batchnorm2d"
+    rank, layout = 4, "(N, C, H, W)"
+
+
+class BatchNorm1D(BatchNorm):
+    """BatchNorm over (N, features): statistics per feature over the batch."""
+
+    kind = "batchnorm1d"
+    rank, layout = 2, "(N, features)"
+
+
+LAYER_TYPES = {cls.kind: cls for cls in (Conv2D, MaxPool2D, ReLU, Dense, Flatten, Dropout, Normalize,
+                                         BatchNorm2D, BatchNorm1D)}
 
 
 def layer_from_config(kind: str, cfg: dict, dtype=np.float32) -> Layer:
@@ -405,4 +487,6 @@ def layer_from_config(kind: str, cfg: dict, dtype=np.float32) -> Layer:
     cls = LAYER_TYPES[kind]
     if cls in (Conv2D, Dense):
         return cls(**cfg, seed=0, dtype=dtype)
+    if issubclass(cls, BatchNorm):
+        return cls(**cfg, dtype=dtype)
     return cls(**cfg)

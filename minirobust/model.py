@@ -120,6 +120,7 @@ class Sequential:
         move = backend.to_gpu if device == "gpu" else to_host
         for layer in self.layers:
             layer.params.update({k: move(v) for k, v in layer.params.items()})
+            layer.running.update({k: move(v) for k, v in layer.running.items()})
             layer.grads = {}
             if hasattr(layer, "_buffers"):
                 layer._buffers = {}
@@ -128,7 +129,8 @@ class Sequential:
 
     # ----- the forward and backward passes -------------------------------------------------
     def forward(self, x, train: bool = False):
-        """x: (N, ...) floats -> logits (N, classes). ``train`` enables dropout."""
+        """x: (N, ...) floats -> logits (N, classes). ``train`` switches dropout on and makes
+        BatchNorm use (and update its running statistics with) the batch's own statistics."""
         x = self.on_device(x)
         checks.check_float(x, "model input")
         if x.ndim < 2:
@@ -188,13 +190,15 @@ class Sequential:
         dx = self.backward(loss_fn.backward(), param_grads=True)
         return float(loss), self.gradients(), dx
 
-    def input_gradient(self, x, y=None, reduction: str = "sum"):
-        """dL/dx in evaluation mode, skipping parameter gradients.
+    def input_gradient(self, x, y=None, reduction: str = "sum", train: bool = False):
+        """dL/dx, skipping parameter gradients; in evaluation mode unless ``train`` (then
+        dropout is on and BatchNorm uses, and updates its running statistics with, the batch's
+        statistics: the mode the paper's authors took the ascent step in).
 
         Labels default to the model's own predictions (no label leaking). With the default
         'sum' reduction each example's gradient is that of its own loss.
         """
-        logits = self.forward(x, train=False)
+        logits = self.forward(x, train=train)
         y = logits.argmax(axis=1) if y is None else self.on_device(y, "labels")
         loss_fn = SoftmaxCrossEntropy(reduction)
         loss_fn.forward(logits, y)
@@ -224,12 +228,20 @@ class Sequential:
         """{name: array} of the gradients from the last backward pass with param_grads=True."""
         return {f"{layer.name}.{k}": v for layer in self.layers for k, v in layer.grads.items()}
 
+    def running_stats(self) -> dict:
+        """{name: array} of the learned state that is not trained by gradients (BatchNorm's
+        running mean and variance, e.g. ``"2_batchnorm2d.running.mean"``)."""
+        return {f"{layer.name}.running.{k}": v for layer in self.layers for k, v in layer.running.items()}
+
     def set_parameter(self, name: str, value):
-        """Replace one parameter (used by optimisers and checkpoint loading)."""
+        """Replace one parameter or running statistic (used by optimisers and checkpoint loading)."""
         layer_name, key = name.rsplit(".", 1)
+        store = "params"
+        if layer_name.endswith(".running"):
+            layer_name, store = layer_name[: -len(".running")], "running"
         for layer in self.layers:
-            if layer.name == layer_name and key in layer.params:
-                layer.params[key] = value
+            if layer.name == layer_name and key in getattr(layer, store):
+                getattr(layer, store)[key] = value
                 return
         raise KeyError(f"no parameter named {name!r}")
 
@@ -237,12 +249,12 @@ class Sequential:
         return int(sum(v.size for v in self.parameters().values()))
 
     def state_dict(self) -> dict:
-        """{name: NumPy array copy} of every parameter, for checkpoints."""
-        return {k: to_host(v).copy() for k, v in self.parameters().items()}
+        """{name: NumPy array copy} of every parameter and running statistic, for checkpoints."""
+        return {k: to_host(v).copy() for k, v in {**self.parameters(), **self.running_stats()}.items()}
 
     def load_state_dict(self, state: dict):
         """Load parameters saved by ``state_dict``; names and shapes must match exactly."""
-        own = self.parameters()
+        own = {**self.parameters(), **self.running_stats()}
         missing, unexpected = set(own) - set(state), set(state) - set(own)
         if missing or unexpected:
             raise CheckpointError(f"state dict does not match the model: missing {sorted(missing)}, "

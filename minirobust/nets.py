@@ -10,11 +10,22 @@ from __future__ import annotations
 import numpy as np
 
 from .init import make_rng
-from .layers import Conv2D, Dense, Flatten, MaxPool2D, Normalize, ReLU
+from .layers import BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Normalize, ReLU
 from .model import Sequential
 
 # MNIST training-set pixel statistics on the [0, 1] scale (data.dataset_stats computes them)
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+# CIFAR-10 training-set per-channel (R, G, B) statistics on the [0, 1] scale (of the canonical
+# images; data.dataset_stats(x, per_channel=True) computes them for the data at hand)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+# Zagoruyko's vgg_bn_drop (the net the paper's authors trained): blocks of 3x3 convs, each
+# ending in 2x2 max-pooling; (channels, dropout after it) per conv, the block's last conv none
+VGG_BLOCKS = [[(64, 0.3), (64, None)],
+              [(128, 0.4), (128, None)],
+              [(256, 0.4), (256, 0.4), (256, None)],
+              [(512, 0.4), (512, 0.4), (512, None)],
+              [(512, 0.4), (512, 0.4), (512, None)]]
 
 
 def _seeds(seed, n):
@@ -84,4 +95,41 @@ def mlp(in_features, hidden=(64,), classes=10, seed=0, dtype=np.float32) -> Sequ
     return Sequential(layers, dtype=dtype)
 
 
-NETS = {"paper-mnist": paper_mnist, "large-mnist": large_mnist}
+def paper_cifar10(width=1.0, dropout=1.0, seed=0, dtype=np.float32, mean=CIFAR10_MEAN, std=CIFAR10_STD,
+                  bn_eps=1e-3) -> Sequential:
+    """The authors' CIFAR-10 net, Zagoruyko's ``vgg_bn_drop``, on 3x32x32 input.
+
+    13 convs 3x3 pad 1 (64,64 / 128,128 / 256x3 / 512x3 / 512x3), each followed by
+    BatchNorm2D (eps 1e-3) and ReLU, each block ending in 2x2 max-pooling (32 -> 1); dropout
+    0.3 after the first conv and 0.4 after the other non-final convs of each block. Classifier:
+    Dropout 0.5, Dense 512->512, BatchNorm1D, ReLU, Dropout 0.5, Dense 512->10.
+
+    ``width`` scales every channel count (0.25: 16 ... 128 channels), so a CPU can train a
+    narrower net of the same shape; ``dropout`` scales every dropout rate (0: none). At
+    width 1, dropout 1 it has 15.0 million parameters.
+    """
+    if width <= 0 or dropout < 0:
+        raise ValueError(f"paper_cifar10: need width > 0 and dropout >= 0, got {width}, {dropout}")
+
+    def ch(c):
+        return max(1, int(round(c * width)))
+
+    def drop(p, i):
+        return [Dropout(min(p * dropout, 0.95), seed=s[i])] if p and dropout else []
+
+    s = _seeds(seed, 32)
+    layers, c_in, i = [Normalize(mean, std)], 3, 0
+    for block in VGG_BLOCKS:
+        for c_out, p in block:
+            layers += [Conv2D(c_in, ch(c_out), 3, padding=1, init="he", seed=s[i], dtype=dtype),
+                       BatchNorm2D(ch(c_out), eps=bn_eps, dtype=dtype), ReLU(), *drop(p, i + 16)]
+            c_in, i = ch(c_out), i + 1
+        layers.append(MaxPool2D(2, 2))
+    hidden = ch(512)
+    layers += [Flatten(), *drop(0.5, 29), Dense(c_in, hidden, seed=s[13], dtype=dtype),
+               BatchNorm1D(hidden, eps=bn_eps, dtype=dtype), ReLU(), *drop(0.5, 30),
+               Dense(hidden, 10, seed=s[14], dtype=dtype)]
+    return Sequential(layers, dtype=dtype)
+
+
+NETS = {"paper-mnist": paper_mnist, "large-mnist": large_mnist, "paper-cifar10": paper_cifar10}

@@ -6,8 +6,9 @@ Both update a model's parameters in place from a {name: gradient} dict:
     loss, grads, dx = model.loss_and_grads(x, y)
     opt.step(grads)
 
-Learning rate at step t (t = number of steps taken so far): ``lr / (1 + t * decay)``
-(Keras' classic per-step decay, used by the paper's authors).
+Learning rate at step t (t = number of steps taken so far): ``lr * lr_scale / (1 + t * decay)``
+(Keras' classic per-step decay, used by the paper's MNIST authors; ``lr_scale`` is a step
+schedule's factor that the trainer sets each epoch, e.g. halving every 25 epochs for CIFAR-10).
 
 Weight decay adds ``weight_decay * W`` to the gradient of every weight matrix/kernel
 (parameters named ``*.W``), not to biases: the gradient of the L2 penalty
@@ -38,10 +39,11 @@ class Optimizer:
             raise InputError(f"need lr > 0, weight_decay >= 0, decay >= 0; got {lr}, {weight_decay}, {decay}")
         self.model, self.lr, self.weight_decay, self.decay = model, float(lr), float(weight_decay), float(decay)
         self.t = 0  # steps taken
+        self.lr_scale = 1.0  # a schedule's factor, set by the trainer each epoch (e.g. halvings)
         self.state: dict = {}  # per-parameter buffers, e.g. {"velocity": {name: array}}
 
     def current_lr(self) -> float:
-        return self.lr / (1.0 + self.t * self.decay)
+        return self.lr * self.lr_scale / (1.0 + self.t * self.decay)
 
     def step(self, grads: dict):
         params = self.model.parameters()

@@ -107,7 +107,16 @@ def _pct(v):
 
 
 class MnistReproduction:
-    """Runs the stages; ``run()`` returns the results dict it also writes to results.json."""
+    """Runs the stages; ``run()`` returns the results dict it also writes to results.json.
+
+    The experiment's choices are class attributes, so ``cifar10.Cifar10Reproduction`` reuses
+    the stages with its own net, data, radii and grids.
+    """
+
+    dataset, set_name = "MNIST", "amnist"  # the adversarial set: AMNIST
+    robust_nets, training, paper_epochs, paper_clean = ROBUST_NETS, PAPER_TRAINING, PAPER_EPOCHS, PAPER_CLEAN
+    set_grids, curve_grids, std_pixel = AMNIST_GRIDS, CURVE_GRIDS, MNIST_STD_PIXEL
+    paper_clean_label = "clean (paper)"
 
     def __init__(self, settings: Settings, results_dir="results/mnist", runs_dir="runs/mnist", data_dir=None,
                  resume=False, log=print, progress=True):
@@ -132,14 +141,24 @@ class MnistReproduction:
         self.xt, self.yt = to_float(d.x_test[: self.s.n_test]), d.y_test[: self.s.n_test]
 
     def eps_pixel(self, name) -> float:
-        return round(ROBUST_NETS[name][1] * MNIST_STD_PIXEL, 4)
+        return round(self.robust_nets[name][1] * self.std_pixel, 4)
+
+    def extra_settings(self) -> dict:
+        return {}
+
+    def make_model(self):
+        return nets.paper_mnist(seed=self.s.seed, mean=self.mean, std=self.std)
+
+    def train_config(self, name) -> TrainConfig:
+        norm = self.robust_nets[name][0]
+        return TrainConfig(epochs=self.s.epochs, norm=norm, eps=self.eps_pixel(name) if norm else 0.0,
+                           clip=self.s.clip, seed=self.s.seed, **self.training)
 
     # ----- stage 1: training ---------------------------------------------------------------------
     def train_all(self):
-        for name, (norm, _) in ROBUST_NETS.items():
+        for name, (norm, _) in self.robust_nets.items():
             out = self.runs_dir / name
-            cfg = TrainConfig(epochs=self.s.epochs, norm=norm, eps=self.eps_pixel(name) if norm else 0.0,
-                              clip=self.s.clip, seed=self.s.seed, **PAPER_TRAINING)
+            cfg = self.train_config(name)
             final = out / "model.npz"
             if self.resume and final.exists():
                 ck = checkpoint.load(final)
@@ -152,7 +171,7 @@ class MnistReproduction:
                 shutil.rmtree(out)
             self.log(f"[train] {name}: norm {norm or '-'}, eps {cfg.eps:g} (pixel scale), {cfg.epochs} epochs "
                      f"on {len(self.x):,} images")
-            model = nets.paper_mnist(seed=self.s.seed, mean=self.mean, std=self.std)
+            model = self.make_model()
             trainer = RobustTrainer(model, cfg, out_dir=out, resume=self.resume, log=self.log,
                                     progress=self.progress)
             trainer.fit(self.x, self.y)
@@ -161,19 +180,24 @@ class MnistReproduction:
 
     # ----- stage 2-6: evaluation ----------------------------------------------------------------
     def build_amnist(self):
-        self.log("[amnist] attacking the baseline's correctly classified test images")
-        self.amnist = adversarial_set(self.models["baseline"], self.xt, self.yt, AMNIST_GRIDS,
+        self.log(f"[{self.set_name}] attacking the baseline's correctly classified test images")
+        self.amnist = adversarial_set(self.models["baseline"], self.xt, self.yt, self.set_grids,
                                       bounds=(0.0, 1.0) if self.s.clip else None)
-        self.amnist.save(self.runs_dir / "amnist.npz")
+        self.amnist.save(self.runs_dir / f"{self.set_name}.npz")
         return self.amnist
+
+    def curve_subset(self):
+        """The test images the accuracy-vs-eps curves run on (MNIST: all of them)."""
+        return self.xt, self.yt
 
     def curves(self):
         out = {}
-        jobs = [(norm, name) for norm in CURVE_GRIDS for name in self.models]
+        jobs = [(norm, name) for norm in self.curve_grids for name in self.models]
+        xs, ys = self.curve_subset()
         for norm, name in self._stage(jobs, "accuracy-vs-eps curves"):
             self.log(f"[curves] fast l_{norm}: {name}")
-            out.setdefault(norm, {})[name] = accuracy_vs_eps(self.models[name], self.xt, self.yt, norm,
-                                                             CURVE_GRIDS[norm])
+            out.setdefault(norm, {})[name] = accuracy_vs_eps(self.models[name], xs, ys, norm,
+                                                             self.curve_grids[norm])
         return out
 
     def pgd_columns(self):
@@ -202,7 +226,7 @@ class MnistReproduction:
         for name, model in self._stage(self.models.items(), "Table 1"):
             self.log(f"[table] {name}")
             table[name] = {"clean_acc": _pct(model.accuracy(self.xt, self.yt)),
-                           "amnist": {k: (_pct(v) if k != "n" else v) for k, v in accuracy_on_set(model, amnist).items()},
+                           self.set_name: {k: (_pct(v) if k != "n" else v) for k, v in accuracy_on_set(model, amnist).items()},
                            "masking_guard_fast_linf_eps1": _pct(full_range_check(model, self.xt, self.yt)["robust_acc"])}
         curves = self.curves()
         pgd_cols = self.pgd_columns()
@@ -213,14 +237,15 @@ class MnistReproduction:
                 robust_accuracy(self.models[name], self.xt, self.yt, "inf", self.eps_pixel("linf"))["robust_acc"])
         epoch_s = {k: float(np.median(v)) if v else None for k, v in self.timings.items()}
         results = {
-            "settings": {**self.s.__dict__, "training": PAPER_TRAINING, "paper_epochs": PAPER_EPOCHS,
-                         "eps_pixel": {k: self.eps_pixel(k) for k in ROBUST_NETS},
-                         "eps_standardised": {k: v[1] for k, v in ROBUST_NETS.items()},
-                         "amnist_grids": AMNIST_GRIDS, "curve_grids": CURVE_GRIDS,
-                         "n_train": len(self.x), "n_test": len(self.xt)},
+            "settings": {**self.s.__dict__, "training": self.training, "paper_epochs": self.paper_epochs,
+                         "eps_pixel": {k: self.eps_pixel(k) for k in self.robust_nets},
+                         "eps_standardised": {k: v[1] for k, v in self.robust_nets.items()},
+                         f"{self.set_name}_grids": self.set_grids, "curve_grids": self.curve_grids,
+                         "n_train": len(self.x), "n_test": len(self.xt), **self.extra_settings()},
+            "set_name": self.set_name, "dataset": self.dataset,
             "software": software_versions(), "machine": machine_description(),
-            "paper_clean_acc": PAPER_CLEAN,
-            "amnist": {"size": len(amnist), "parts": amnist.counts(), "n_clean_correct": amnist.info.get("n_clean_correct"),
+            "paper_clean_acc": self.paper_clean, "paper_clean_label": self.paper_clean_label,
+            self.set_name: {"size": len(amnist), "parts": amnist.counts(), "n_clean_correct": amnist.info.get("n_clean_correct"),
                        "baseline_acc": _pct(baseline_amnist["overall"]) if len(amnist) else None,
                        "eps_median": {k: float(np.median(amnist.part(k).eps)) for k in amnist.counts()}},
             "table": table,
@@ -229,7 +254,7 @@ class MnistReproduction:
                               for name, pts in per.items()} for norm, per in curves.items()},
             "seconds_per_epoch": epoch_s,
             "robust_over_plain_epoch_time": {k: (epoch_s[k] / epoch_s["baseline"]) if epoch_s.get("baseline") else None
-                                             for k in ROBUST_NETS if k != "baseline"},
+                                             for k in self.robust_nets if k != "baseline"},
         }
         self.figures(results)
         results["wall_time_s"] = round(time.perf_counter() - t0, 1)
@@ -245,7 +270,7 @@ class MnistReproduction:
         for norm, per in results["curves"].items():
             plot_accuracy_vs_eps({name: [(p["eps"], p["robust_acc"] / 100) for p in pts] for name, pts in per.items()},
                                  self.results_dir / f"curve_l{norm}.png",
-                                 title=f"MNIST: accuracy under the fast l_{norm} method")
+                                 title=f"{self.dataset}: accuracy under the fast l_{norm} method")
         base = self.models["baseline"]
 
         def predict(x):  # host labels for the figures, whatever the backend
@@ -265,32 +290,34 @@ class MnistReproduction:
             part = self.amnist.part(norm)
             pick = np.arange(min(8, len(part)))
             plot_adversarial_grid(self.xt[part.source[pick]], part.x[pick], predict(self.xt[part.source[pick]]),
-                                  predict(part.x[pick]), self.results_dir / f"amnist_l{norm}.png",
-                                  title=f"AMNIST l_{norm} part: clean (top) vs adversarial (bottom)",
+                                  predict(part.x[pick]), self.results_dir / f"{self.set_name}_l{norm}.png",
+                                  title=f"{self.set_name.upper()} l_{norm} part: clean (top) vs adversarial (bottom)",
                                   mark_changed=norm == "1")
 
 
 def render_table(r) -> str:
     t, names = r["table"], list(r["table"])
-    parts = sorted(r["amnist"]["parts"])
+    key = r.get("set_name", "amnist")  # "acifar" for CIFAR-10
+    label = key.upper()
+    parts = sorted(r[key]["parts"])
     pgd_keys = sorted(k for k in t["baseline"] if k.startswith("pgd_linf_"))
     fast_keys = [f"fast_linf_{k[9:]}_pgd_subset" for k in pgd_keys]
     n_pgd = min(r["settings"]["n_pgd"], r["settings"]["n_test"])
-    head = (["net", "clean (paper)", "clean (ours)", "AMNIST"] + [f"AMNIST l{p}" for p in parts]
+    head = (["net", r.get("paper_clean_label", "clean (paper)"), "clean (ours)", label] + [f"{label} l{p}" for p in parts]
             + ["fast l_inf @train eps"]
             + [f"fast / PGD-{r['settings']['pgd_steps']} l_inf eps {k[9:]} ({n_pgd} imgs)" for k in pgd_keys]
             + ["fast l_inf eps 1 (guard)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in names:
         row = t[n]
-        cells = [n, f"{r['paper_clean_acc'][n]:.2f}", f"{row['clean_acc']:.2f}", _fmt(row["amnist"].get("overall"))]
-        cells += [_fmt(row["amnist"].get(f"l{p}")) for p in parts]
+        cells = [n, _fmt(r["paper_clean_acc"].get(n)), f"{row['clean_acc']:.2f}", _fmt(row[key].get("overall"))]
+        cells += [_fmt(row[key].get(f"l{p}")) for p in parts]
         cells += [_fmt(row["fast_linf_train_eps"])]
         cells += [f"{_fmt(row[f])} / {_fmt(row[k])}" for f, k in zip(fast_keys, pgd_keys)]
         cells += [_fmt(row["masking_guard_fast_linf_eps1"])]
         lines.append("| " + " | ".join(cells) + " |")
-    a = r["amnist"]
-    lines += ["", f"AMNIST: {a['size']} examples from {a['n_clean_correct']} correctly classified test images "
+    a = r[key]
+    lines += ["", f"{label}: {a['size']} examples from {a['n_clean_correct']} correctly classified test images "
                   f"(parts: " + ", ".join(f"l{k}: {v}" for k, v in sorted(a["parts"].items())) + "); "
                   f"baseline accuracy on it {a['baseline_acc']}%.",
               "Training eps (pixel scale): " + ", ".join(f"{k} {v:g}" for k, v in r["settings"]["eps_pixel"].items()

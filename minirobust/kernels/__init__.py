@@ -30,7 +30,8 @@ from . import reference
 OPS = ("im2col", "col2im", "maxpool_forward", "maxpool_backward", "rows_to_nchw", "nchw_to_rows",
        "rows_relu_maxpool", "relu_maxpool_to_rows", "conv_relu_maxpool_input_grad",
        "linf_ascent_step", "l2_ascent_step", "l1_ascent_step", "lp_ascent_step",
-       "linf_projection", "l2_projection", "l1_projection", "sgd_momentum_step", "adam_step")
+       "linf_projection", "l2_projection", "l1_projection", "sgd_momentum_step", "adam_step",
+       "batchnorm_stats", "batchnorm_forward", "batchnorm_backward")
 # The tier-specific choices a tier may make (see reference.py for what each means).
 TUNING = ("FUSED_STAGES", "INPUT_GRAD_CHUNK_BYTES", "prefers_winners_input_grad")
 POLICIES = ("auto", "always", "never")

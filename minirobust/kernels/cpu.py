@@ -502,6 +502,86 @@ def sgd_momentum_step(param, grad, velocity, lr, wd, momentum):
     _sgd_momentum_step(param.reshape(-1), g, velocity.reshape(-1), dt(lr), dt(wd), dt(momentum))
 
 
+# ----- batch normalisation: per channel, on (N, C, S) views; sums in float64 ------------------
+
+@_Kernel
+def _batchnorm_stats(x3, mean, var):
+    N, C, S = x3.shape
+    for c in prange(C):  # one channel per thread: no shared sums
+        total = 0.0
+        for n in range(N):
+            for k in range(S):
+                total += x3[n, c, k]
+        mu = total / (N * S)
+        sq = 0.0  # two passes: the variance of the centred values (no cancellation)
+        for n in range(N):
+            for k in range(S):
+                d = x3[n, c, k] - mu
+                sq += d * d
+        mean[c] = mu
+        var[c] = sq / (N * S)
+
+
+@_Kernel
+def _batchnorm_forward(x3, mean, inv_std, gamma, beta, y, x_hat):
+    N, C, S = x3.shape
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        mu, s, g, b = mean[c], inv_std[c], gamma[c], beta[c]
+        for k in range(S):
+            h = (x3[n, c, k] - mu) * s
+            x_hat[n, c, k] = h
+            y[n, c, k] = g * h + b
+
+
+@_Kernel
+def _batchnorm_backward(dy3, x_hat, gamma, inv_std, batch_stats, dx, dgamma, dbeta):
+    N, C, S = dy3.shape
+    m = N * S
+    for c in prange(C):
+        sum_dy = 0.0
+        sum_dy_xhat = 0.0
+        for n in range(N):
+            for k in range(S):
+                sum_dy += dy3[n, c, k]
+                sum_dy_xhat += dy3[n, c, k] * x_hat[n, c, k]
+        dbeta[c] = sum_dy
+        dgamma[c] = sum_dy_xhat
+        scale = gamma[c] * inv_std[c]
+        a = sum_dy / m if batch_stats else 0.0
+        b = sum_dy_xhat / m if batch_stats else 0.0
+        for n in range(N):
+            for k in range(S):
+                dx[n, c, k] = scale * (dy3[n, c, k] - a - x_hat[n, c, k] * b)
+
+
+def batchnorm_stats(x3):
+    """Same as reference.batchnorm_stats (sums in float64, then cast to x's dtype)."""
+    C = x3.shape[1]
+    mean, var = np.empty(C, np.float64), np.empty(C, np.float64)
+    _batchnorm_stats(np.ascontiguousarray(x3), mean, var)
+    return mean.astype(x3.dtype), var.astype(x3.dtype)
+
+
+def batchnorm_forward(x3, mean, inv_std, gamma, beta):
+    """Same as reference.batchnorm_forward."""
+    x3 = np.ascontiguousarray(x3)
+    y, x_hat = np.empty_like(x3), np.empty_like(x3)
+    dt = x3.dtype
+    _batchnorm_forward(x3, mean.astype(dt), inv_std.astype(dt), gamma.astype(dt), beta.astype(dt), y, x_hat)
+    return y, x_hat
+
+
+def batchnorm_backward(dy3, x_hat, gamma, inv_std, batch_stats):
+    """Same as reference.batchnorm_backward (sums in float64)."""
+    dy3 = np.ascontiguousarray(dy3)
+    C, dt = dy3.shape[1], dy3.dtype
+    dx = np.empty_like(dy3)
+    dgamma, dbeta = np.empty(C, np.float64), np.empty(C, np.float64)
+    _batchnorm_backward(dy3, x_hat, gamma.astype(dt), inv_std.astype(dt), bool(batch_stats), dx, dgamma, dbeta)
+    return dx, dgamma.astype(dt), dbeta.astype(dt)
+
+
 def warmup(dtypes=(np.float32, np.float64)):
     """Compile (or load from the on-disk cache) every kernel for the given dtypes.
 
@@ -520,6 +600,11 @@ def warmup(dtypes=(np.float32, np.float64)):
         conv_relu_maxpool_input_grad(y, pos, np.ones((2, 1, 2, 2), dt), x.shape, 3, 3, 2, 2, 1, 1, (1, 1), (0, 0))
         flat = x.reshape(-1)  # the kernel itself: the wrapper sends arrays this small to NumPy
         _sgd_momentum_step(flat.copy(), flat, flat.copy(), dt(0.1), dt(0.1), dt(0.9))
+        x3, ones = x.reshape(1, 1, -1), np.ones(1, dt)
+        mean, var = batchnorm_stats(x3)
+        yb, x_hat = batchnorm_forward(x3, mean, ones, ones, ones)
+        for batch_stats in (True, False):
+            batchnorm_backward(yb, x_hat, ones, ones, batch_stats)
 
 
 NUMBA_VERSION = numba.__version__

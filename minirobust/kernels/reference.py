@@ -352,3 +352,38 @@ def adam_step(param, grad, m, v, lr, wd, beta1, beta2, eps, t):
     m_hat = m / (1 - beta1**t)
     v_hat = v / (1 - beta2**t)
     param -= lr * m_hat / (xp.sqrt(v_hat) + eps)
+
+
+# ----- batch normalisation ---------------------------------------------------------------------
+# Arrays are viewed as (N, C, S): channels on axis 1, S = H*W for images (1 for features); the
+# statistics are per channel, over the N*S values of that channel.
+
+def batchnorm_stats(x3):
+    """(mean, var) per channel of x3 (N, C, S); var is the biased (1/m) variance."""
+    mean = x3.mean(axis=(0, 2))
+    var = ((x3 - mean[None, :, None]) ** 2).mean(axis=(0, 2))
+    return mean, var
+
+
+def batchnorm_forward(x3, mean, inv_std, gamma, beta):
+    """x_hat = (x - mean) * inv_std;  y = gamma * x_hat + beta, per channel. Returns (y, x_hat)."""
+    x_hat = (x3 - mean[None, :, None]) * inv_std[None, :, None]
+    return gamma[None, :, None] * x_hat + beta[None, :, None], x_hat
+
+
+def batchnorm_backward(dy3, x_hat, gamma, inv_std, batch_stats):
+    """(dx, dgamma, dbeta) for y = gamma * x_hat + beta.
+
+    With ``batch_stats`` (training) the mean and variance are functions of the batch, and the
+    gradient flows through them too (m = N*S values per channel):
+        dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat))
+    Otherwise (evaluation, fixed running statistics) the layer is a per-channel affine map:
+        dx = gamma * inv_std * dy
+    """
+    dbeta = dy3.sum(axis=(0, 2))
+    dgamma = (dy3 * x_hat).sum(axis=(0, 2))
+    scale = (gamma * inv_std)[None, :, None]
+    if not batch_stats:
+        return scale * dy3, dgamma, dbeta
+    m = dy3.shape[0] * dy3.shape[2]
+    return scale * (dy3 - (dbeta / m)[None, :, None] - x_hat * (dgamma / m)[None, :, None]), dgamma, dbeta

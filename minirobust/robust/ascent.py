@@ -13,7 +13,7 @@ the steepest-ascent step has norm eps exactly.
 
 The trainer (``RobustTrainer.perturb``) and the attacks (``fast_method``, ``pgd``) call this,
 so they cannot drift apart; the attacks add their success flags on top, the trainer does not
-need them. The gradient is the model's input gradient in evaluation mode.
+need them. The gradient is the model's input gradient, in evaluation mode unless told otherwise.
 """
 
 from __future__ import annotations
@@ -35,31 +35,33 @@ def clip_to_bounds(x, bounds):
     return get_xp(x).clip(x, bounds[0], bounds[1])
 
 
-def ascent_gradient(model, x, y, targeted=False):
+def ascent_gradient(model, x, y, targeted=False, train=False):
     """The direction to climb: dJ(x, y)/dx, or minus it for a targeted attack (whose loss on
-    the target labels ``y`` goes down)."""
-    g = model.input_gradient(x, y)
+    the target labels ``y`` goes down). Evaluation mode unless ``train``."""
+    g = model.input_gradient(x, y, train=train)
     return -g if targeted else g
 
 
 def ascend(model, x, y, ball: Ball, steps: int = 1, step_size=None, start=None, bounds=(0.0, 1.0),
-           targeted=False):
+           targeted=False, train=False):
     """Worst-case inputs x' in ``ball`` around ``x`` (first order), for labels ``y``.
 
     x: (N, ...) inputs on the model's device; y: (N,) labels; ball: the uncertainty set.
     steps=1 with no ``start``: the paper's single steepest-ascent step of size eps.
     Otherwise ``steps`` projected steps of ``step_size`` (default ``default_step_size``),
     from ``x + project(start)`` when a start offset (N, ...) is given.
+    ``train``: take the gradients in training mode (dropout on, BatchNorm on batch statistics),
+    as the paper's authors did in Algorithm 1; attacks always use evaluation mode.
     Returns x' (a new array; ``x`` is not modified).
     """
     steps = int(steps)
     if steps < 1:
         raise InputError(f"steps must be >= 1, got {steps}")
     if steps == 1 and start is None and step_size is None:
-        return clip_to_bounds(x + ball.steepest_ascent(ascent_gradient(model, x, y, targeted)), bounds)
+        return clip_to_bounds(x + ball.steepest_ascent(ascent_gradient(model, x, y, targeted, train)), bounds)
     alpha = default_step_size(ball.eps, steps) if step_size is None else float(step_size)
     x_adv = x if start is None else clip_to_bounds(x + ball.project(start), bounds)
     for _ in range(steps):
-        step = ball.steepest_ascent(ascent_gradient(model, x_adv, y, targeted), eps=alpha)
+        step = ball.steepest_ascent(ascent_gradient(model, x_adv, y, targeted, train), eps=alpha)
         x_adv = clip_to_bounds(x + ball.project(x_adv + step - x), bounds)
     return x_adv

@@ -59,6 +59,8 @@ class TrainConfig:
     clip: bool = True  # clip x' to the input bounds; False reproduces the paper's setting
     bounds: tuple = (0.0, 1.0)
     seed: int = 0
+    lr_halve_every: int = 0  # epochs: halve the lr every this many epochs (0: never)
+    attack_mode: str = "eval"  # the ascent step's mode: "eval", or "train" (the paper's authors')
 
     def validate(self):
         if self.epochs < 0 or self.batch_size < 1:
@@ -69,6 +71,10 @@ class TrainConfig:
             raise InputError("eps given without a norm: choose --norm inf|2|1 (or eps 0 for plain training)")
         if self.ascent_steps < 1:
             raise InputError(f"ascent_steps must be >= 1, got {self.ascent_steps}")
+        if self.lr_halve_every < 0:
+            raise InputError(f"lr_halve_every must be >= 0 epochs (0: never), got {self.lr_halve_every}")
+        if self.attack_mode not in ("eval", "train"):
+            raise InputError(f"attack_mode must be 'eval' or 'train', got {self.attack_mode!r}")
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
         return self
@@ -116,7 +122,7 @@ class RobustTrainer:
         cfg = self.config
         step_size = cfg.ascent_step_size if cfg.ascent_steps > 1 else None
         return ascend(self.model, x, y, self.ball, steps=cfg.ascent_steps, step_size=step_size,
-                      bounds=tuple(cfg.bounds) if cfg.clip else None)
+                      bounds=tuple(cfg.bounds) if cfg.clip else None, train=cfg.attack_mode == "train")
 
     def descent_gradients(self, x, y):
         """Loss, parameter gradients and the number of correct predictions on (x, y)."""
@@ -173,6 +179,8 @@ class RobustTrainer:
         kernels.warmup(self.model.dtype)  # compile before the clock of epoch 1 starts
         while self.epoch < cfg.epochs:
             t0 = time.perf_counter()
+            if cfg.lr_halve_every:  # a step schedule, a function of the epoch: resumes exactly
+                self.optimizer.lr_scale = 0.5 ** (self.epoch // cfg.lr_halve_every)
             bar = _progress_bar(n_batches, f"epoch {self.epoch + 1}/{cfg.epochs}", self.progress)
             losses, correct = [], 0
             for i, (xb, yb) in enumerate(iterate_minibatches(x, y, cfg.batch_size, rng=self.rng)):
@@ -267,7 +275,9 @@ class RobustTrainer:
             self.log("no checkpoint to resume from: starting from scratch")
             return
         ckpt = checkpoint.load(self.checkpoint_path)
-        saved = {k: v for k, v in ckpt.meta.get("config", {}).items() if k != "epochs"}
+        # settings added since a checkpoint was written count as their defaults
+        saved = {k: v for k, v in {**TrainConfig().to_json(), **ckpt.meta.get("config", {})}.items()
+                 if k != "epochs"}
         now = {k: v for k, v in self.config.to_json().items() if k != "epochs"}
         if saved != now:
             diff = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now) if saved.get(k) != now.get(k)}
