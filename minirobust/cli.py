@@ -172,8 +172,10 @@ def cmd_train(args):
 
 
 def _attack_kwargs(args):
-    if args.method == "pgd":
+    if args.method in ("pgd", "apgd"):
         return dict(steps=args.steps, restarts=args.restarts, rng=args.seed)
+    if args.method == "square":
+        return dict(n_queries=getattr(args, "queries", 1000), rng=args.seed)
     return {}
 
 
@@ -239,14 +241,43 @@ def cmd_evaluate(args):
     if args.adv_set:
         report["adversarial_set"] = accuracy_on_set(model, AdversarialSet.load(args.adv_set))
         print(f"accuracy on {args.adv_set}: {report['adversarial_set']}")
+    if args.suite:
+        from .robust import run_suite  # noqa: PLC0415
+
+        eps = _one_eps(args, "--suite")
+        result = run_suite(model, xt, yt, norm=args.norm, eps=eps, suite=args.suite, rng=args.seed)
+        report["suite"] = result.to_json()
+        report["suite"]["per_example_broken_by"] = result.broken_by.tolist()
+        print(f"suite {args.suite}: robust accuracy {100 * result.robust_acc:.2f}% (l_{result.norm} eps {eps:g}); "
+              "broken by: " + ", ".join(f"{k} {v}" for k, v in report["suite"]["broken_by"].items()))
     if args.masking_check:
+        from .robust import masking_checks  # noqa: PLC0415
+
         report["full_range_check"] = full_range_check(model, xt, yt)
         r = report["full_range_check"]
         print(f"fast l_inf at eps 1: accuracy {100 * r['robust_acc']:.2f}% "
               f"({'SUSPICIOUS: possible gradient masking' if r['suspicious'] else 'ok: at or below chance'})")
+        eps = _one_eps(args, "--masking-check", required=False)
+        if eps is None:
+            print("the other gradient-masking checks need the radius: give --eps to run them")
+        else:
+            print(f"gradient-masking checks (l_{args.norm}, eps {eps:g}, {len(xt)} points):")
+            report["masking_checks"] = [c.to_json() for c in masking_checks(model, xt, yt, norm=args.norm, eps=eps,
+                                                                            rng=args.seed)]
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
         print(f"report saved to {args.out}")
+
+
+def _one_eps(args, flag, required=True):
+    """The radius for --suite / --masking-check: --eps, else the only value of --eps-grid."""
+    if args.eps is not None:
+        return args.eps
+    if args.eps_grid and len(args.eps_grid) == 1:
+        return args.eps_grid[0]
+    if not required:
+        return None
+    raise InputError(f"{flag} needs the radius: give --eps (in [0, 1] pixel units)")
 
 
 def cmd_sweep(args):
@@ -363,11 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_dataset(p, default_n_test=1000)
     p.add_argument("--model", required=True, help="a model.npz or checkpoint.npz")
-    p.add_argument("--method", choices=("fast", "pgd", "single-pixel"), default="fast")
+    p.add_argument("--method", choices=("fast", "pgd", "apgd", "square", "single-pixel"), default="fast")
     p.add_argument("--norm", type=_norm, default="inf")
     p.add_argument("--eps", type=_nonneg_float, default=0.1)
-    p.add_argument("--steps", type=_positive_int, default=10, help="PGD steps")
-    p.add_argument("--restarts", type=_positive_int, default=1, help="PGD restarts")
+    p.add_argument("--steps", type=_positive_int, default=10, help="PGD / APGD steps")
+    p.add_argument("--restarts", type=_positive_int, default=1, help="PGD / APGD restarts")
+    p.add_argument("--queries", type=_positive_int, default=1000, help="Square: queries (forward passes)")
     p.add_argument("--no-clip", action="store_true", help="do not clip to [0, 1]")
     p.add_argument("--predicted-labels", action="store_true",
                    help="attack the model's predictions instead of the true labels")
@@ -381,11 +413,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--norm", type=_norm, default="inf")
     p.add_argument("--eps-grid", type=_eps_list, default=None, help="comma-separated eps values")
-    p.add_argument("--method", choices=("fast", "pgd"), default="fast")
+    p.add_argument("--method", choices=("fast", "pgd", "apgd"), default="fast")
     p.add_argument("--steps", type=_positive_int, default=10)
     p.add_argument("--restarts", type=_positive_int, default=1)
     p.add_argument("--adv-set", default=None, help="an adversarial set (.npz) to score the model on")
-    p.add_argument("--masking-check", action="store_true", help="fast l_inf at eps 1 should give chance accuracy")
+    p.add_argument("--eps", type=_nonneg_float, default=None, help="the radius for --suite and --masking-check")
+    p.add_argument("--suite", choices=("standard",), default=None,
+                   help="AutoAttack-style worst case per example: APGD-CE, APGD-T (DLR), Square")
+    p.add_argument("--masking-check", action="store_true",
+                   help="gradient-masking checks (needs --eps): fast l_inf at eps 1, zero/NaN gradients, "
+                        "randomness, an unbounded attack, accuracy vs eps, Square vs APGD")
     p.add_argument("--figure", default=None, help="save the accuracy-vs-eps curve as PNG")
     p.add_argument("--out", default=None, help="save the report as JSON")
     p.set_defaults(func=cmd_evaluate)

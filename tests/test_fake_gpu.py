@@ -106,6 +106,28 @@ def test_check_grad_in_float64_on_the_gpu_backend(fake_gpu):
     check_grad(model, mr.to_device(x), h=1e-5).assert_ok(1e-6)
 
 
+def test_the_batchnorm_vgg_net_trains_on_the_gpu_backend_with_the_cpu_numbers(fake_gpu, tmp_path):
+    """BatchNorm's ops have no CUDA kernel yet: the reference tier's array code runs on CuPy
+    arrays. Train and eval mode, running statistics and a checkpoint round trip."""
+    x = np.random.default_rng(3).random((16, 3, 32, 32))  # float64: the tiers sum in different orders
+    y = np.arange(16) % 10
+    models = {}
+    for device in ("gpu", "cpu"):
+        mr.set_backend(device)
+        model = nets.paper_cifar10(width=1 / 16, dropout=1.0, seed=0, dtype=np.float64)
+        RobustTrainer(model, TrainConfig(epochs=2, batch_size=8, lr=0.05, norm="2", eps=0.1), log=None,
+                      progress=False).fit(x, y)
+        models[device] = model
+    assert models["gpu"].device == "gpu"
+    cpu_state = models["cpu"].state_dict()
+    for name, value in models["gpu"].state_dict().items():  # parameters and running statistics
+        np.testing.assert_allclose(value, cpu_state[name], rtol=1e-9, atol=1e-12, err_msg=name)
+    mr.set_backend("gpu")
+    checkpoint.save(tmp_path / "vgg.npz", models["gpu"])
+    loaded = checkpoint.load_model(tmp_path / "vgg.npz")
+    np.testing.assert_allclose(mr.to_host(loaded.forward(x)), mr.to_host(models["gpu"].forward(x)), rtol=1e-12)
+
+
 def test_adam_and_checkpoints_on_the_gpu_backend(fake_gpu, tmp_path):
     x, y = separable_images(40, seed=2)
     model = nets.paper_mnist(seed=0)

@@ -1,7 +1,8 @@
 """Robust optimization: uncertainty sets, attacks, Algorithm 1, evaluation."""
 
+from .apgd import apgd
 from .ascent import ascend
-from .attacks import ATTACKS, AttackResult, fast_method, per_example_loss, pgd, single_pixel
+from .attacks import ATTACKS, AttackResult, fast_method, per_example_loss, pgd, pick_targets, single_pixel
 from .balls import Ball, lp_norm, parse_norm, project_l1, project_lp
 from .evaluate import (
     AdversarialSet,
@@ -12,10 +13,16 @@ from .evaluate import (
     norm_stats,
     robust_accuracy,
 )
+from .masking import masking_checks
+from .square import square
+from .suite import SUITES, SuiteResult, run_suite
 from .trainer import RobustTrainer, TrainConfig
 
+ATTACKS.update({"apgd": apgd, "square": square})
+
 __all__ = [
-    "ATTACKS", "AdversarialSet", "ascend", "AttackResult", "Ball", "RobustTrainer", "TrainConfig", "accuracy_on_set",
+    "ATTACKS", "SUITES", "AdversarialSet", "SuiteResult", "apgd", "masking_checks", "pick_targets", "run_suite",
+    "square", "ascend", "AttackResult", "Ball", "RobustTrainer", "TrainConfig", "accuracy_on_set",
     "accuracy_vs_eps", "adversarial_set", "fast_method", "full_range_check", "lp_norm", "norm_stats",
     "parse_norm", "per_example_loss", "pgd", "project_l1", "project_lp", "robust_accuracy", "single_pixel",
 ]

@@ -62,6 +62,13 @@ def ascend(model, x, y, ball: Ball, steps: int = 1, step_size=None, start=None, 
     alpha = default_step_size(ball.eps, steps) if step_size is None else float(step_size)
     x_adv = x if start is None else clip_to_bounds(x + ball.project(start), bounds)
     for _ in range(steps):
-        step = ball.steepest_ascent(ascent_gradient(model, x_adv, y, targeted, train), eps=alpha)
-        x_adv = clip_to_bounds(x + ball.project(x_adv + step - x), bounds)
+        x_adv = projected_step(x, x_adv, ascent_gradient(model, x_adv, y, targeted, train), ball, alpha, bounds)
     return x_adv
+
+
+def projected_step(x, x_adv, g, ball: Ball, step_size, bounds):
+    """One projected step from ``x_adv`` along gradient ``g``: a steepest-ascent step of size
+    ``step_size``, projected back onto the ball around ``x`` and clipped to the bounds
+    (``ascend`` and PGD share it)."""
+    step = ball.steepest_ascent(g, eps=step_size)
+    return clip_to_bounds(x + ball.project(x_adv + step - x), bounds)

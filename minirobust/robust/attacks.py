@@ -14,7 +14,7 @@ Conventions (those of cleverhans / Foolbox / ART users, without their known trap
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,8 +22,9 @@ from .. import checks
 from ..backend import get_xp, to_host
 from ..errors import InputError
 from ..losses import SoftmaxCrossEntropy
-from .ascent import ascend, ascent_gradient, clip_to_bounds, default_step_size
+from .ascent import ascend, ascent_gradient, clip_to_bounds, default_step_size, projected_step
 from .balls import Ball, lp_norm
+from .objectives import value_and_input_gradient
 
 
 @dataclass
@@ -31,7 +32,8 @@ class AttackResult:
     x_adv: object  # (N, ...) adversarial inputs
     success: object  # (N,) bool: misclassified (untargeted) or classified as the target
     norms: object  # (N,) ||x_adv - x||_p in the attack's norm
-    labels: object  # (N,) the labels attacked (given, or the model's predictions)
+    labels: object  # (N,) the labels attacked (given, or the model's predictions; targets if targeted)
+    info: dict = field(default_factory=dict)  # what an attack reports beyond these (e.g. APGD's trace)
 
     @property
     def success_rate(self) -> float:
@@ -39,7 +41,8 @@ class AttackResult:
 
     def to_host(self) -> "AttackResult":
         """The same result with NumPy arrays (for saving, plotting, comparing with host labels)."""
-        return AttackResult(*(to_host(v) for v in (self.x_adv, self.success, self.norms, self.labels)))
+        return AttackResult(*(to_host(v) for v in (self.x_adv, self.success, self.norms, self.labels)),
+                            info={k: to_host(v) if hasattr(v, "shape") else v for k, v in self.info.items()})
 
 
 # ----- helpers -------------------------------------------------------------------------------------
@@ -71,6 +74,45 @@ def _labels(model, x, y):
 def _success(model, x_adv, y, targeted):
     pred = model.predict(x_adv)
     return pred == y if targeted else pred != y
+
+
+TARGET_MODES = ("random", "least-likely")
+
+
+def pick_targets(model, x, y, how, rng=None):
+    """Target labels for a targeted attack, on the model's device.
+
+    how: labels (N,) given by the caller (checked: none may equal the true label), "random"
+    (a uniformly drawn class other than y, from ``rng``) or "least-likely" (the class the
+    model scores lowest on the clean input).
+    """
+    xp = get_xp(x)
+    if isinstance(how, str):
+        if how not in TARGET_MODES:
+            raise InputError(f"unknown target mode {how!r}: give labels, or one of {', '.join(TARGET_MODES)}")
+        logits = model.forward(x, train=False)
+        classes = logits.shape[1]
+        if how == "least-likely":
+            return logits.argmin(axis=1)
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        shift = model.on_device(rng.integers(1, classes, size=x.shape[0]), "targets")
+        return (y + shift) % classes  # never y itself
+    targets = model.on_device(how, "targets")
+    checks.check_labels(targets, x.shape[0], 2**31 - 1)
+    if bool((targets == y).any()):
+        raise InputError(f"{int((targets == y).sum())} target labels equal the true labels: a targeted attack "
+                         "needs another class")
+    return targets
+
+
+def keep_worst(best, new):
+    """Per example, the worse (for the model) of two (x_adv, value, success) triples: a success
+    beats a failure; the first success is kept (early stop); between failures, the higher value."""
+    bx, bv, bok = best
+    nx, nv, nok = new
+    xp = get_xp(bx)
+    better = (nok & ~bok) | (~nok & ~bok & (nv > bv))
+    return (xp.where(better.reshape((-1,) + (1,) * (bx.ndim - 1)), nx, bx), xp.where(better, nv, bv), bok | nok)
 
 
 def per_example_loss(model, x, y):
@@ -127,12 +169,15 @@ def fast_method_sweep(model, x, y=None, norm="inf", eps_list=(0.1,), bounds=(0.0
 # ----- projected gradient descent (iterative) -----------------------------------------------------
 
 def pgd(model, x, y=None, norm="inf", eps=0.1, steps=10, step_size=None, random_start=True,
-        restarts=1, rng=None, bounds=(0.0, 1.0), targeted=False, batch_size=None) -> AttackResult:
+        restarts=1, rng=None, bounds=(0.0, 1.0), targeted=False, target=None, batch_size=None) -> AttackResult:
     """k steps of size ``step_size`` (default 2.5*eps/steps, Madry et al.) in the steepest-ascent
     direction, each followed by projection onto the eps-ball around x (and the bounds).
 
-    ``random_start`` begins at a uniform random point of the ball. With ``restarts > 1``
-    the per-example worst case is kept (a success beats a failure; then higher loss wins).
+    ``random_start`` begins at a uniform random point of the ball. Across steps and restarts
+    each example keeps its worst case, never simply the last iterate: the first point that
+    fools the model (early stop), else the point of highest loss.
+    Targeted: ``targeted=True`` takes ``y`` as the targets (the older form), or ``target`` =
+    labels, "random" or "least-likely" (``pick_targets``); the loss of the target goes down.
     """
     ball = Ball(norm, eps)
     x = _check_inputs(model, x, bounds)
@@ -143,6 +188,8 @@ def pgd(model, x, y=None, norm="inf", eps=0.1, steps=10, step_size=None, random_
         raise InputError(f"step_size must be >= 0, got {step_size}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     y = _labels(model, x, y)
+    if target is not None:
+        y, targeted = pick_targets(model, x, y, target, rng), True
     # all random starts are drawn up front for the whole batch, so that running the attack
     # in chunks (batch_size) gives exactly the same result as all at once
     starts = np.stack([ball.sample(x.shape, rng, dtype=x.dtype) if random_start else np.zeros(x.shape, x.dtype)
@@ -150,22 +197,20 @@ def pgd(model, x, y=None, norm="inf", eps=0.1, steps=10, step_size=None, random_
     starts = model.on_device(starts, "random starts")
 
     def one(xc, yc, starts_c):
-        xp = get_xp(xc)
-        best_x, best_ok, best_loss = None, None, None
+        def at(x_at):  # (x, value, fooled) with the loss the attack climbs
+            v, logits, g = value_and_input_gradient(model, x_at, yc, "ce", yc if targeted else None)
+            fooled = logits.argmax(axis=1) == yc if targeted else logits.argmax(axis=1) != yc
+            return (x_at, v, fooled), g
+
+        best = None
         for r in range(restarts):
-            xa = ascend(model, xc, yc, ball, steps=steps, step_size=alpha, start=starts_c[r], bounds=bounds,
-                        targeted=targeted)
-            ok = _success(model, xa, yc, targeted)
-            loss = per_example_loss(model, xa, yc)
-            if targeted:
-                loss = -loss
-            if best_x is None:
-                best_x, best_ok, best_loss = xa, ok, loss
-                continue
-            better = (ok & ~best_ok) | ((ok == best_ok) & (loss > best_loss))
-            best_x = xp.where(better.reshape((-1,) + (1,) * (xc.ndim - 1)), xa, best_x)
-            best_ok, best_loss = best_ok | ok, xp.where(better, loss, best_loss)
-        return (best_x,)
+            x_adv = clip_to_bounds(xc + ball.project(starts_c[r]), bounds)
+            for t in range(steps + 1):
+                point, g = at(x_adv)
+                best = point if best is None else keep_worst(best, point)
+                if t < steps:
+                    x_adv = projected_step(xc, x_adv, g, ball, alpha, bounds)
+        return (best[0],)
 
     (x_adv,) = _batched(one, x, y, batch_size, extra=(starts,))
     return AttackResult(x_adv, _success(model, x_adv, y, targeted), lp_norm(x_adv - x, ball.p), y)

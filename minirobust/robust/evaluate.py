@@ -26,11 +26,13 @@ def accuracy(model, x, y, batch_size=1000) -> float:
 
 
 def _attack(model, x, y, norm, eps, method, **kw):
-    if method == "fast":
-        return fast_method(model, x, y, norm=norm, eps=eps, **kw)
-    if method == "pgd":
-        return pgd(model, x, y, norm=norm, eps=eps, **kw)
-    raise InputError(f"unknown attack method {method!r}: 'fast' or 'pgd'")
+    from .apgd import apgd  # noqa: PLC0415 - apgd imports attacks, which this module's users import first
+    from .square import square  # noqa: PLC0415
+
+    methods = {"fast": fast_method, "pgd": pgd, "apgd": apgd, "square": square}
+    if method not in methods:
+        raise InputError(f"unknown attack method {method!r}: choose one of {', '.join(methods)}")
+    return methods[method](model, x, y, norm=norm, eps=eps, **kw)
 
 
 def robust_accuracy(model, x, y, norm, eps, method="fast", batch_size=500, **kw) -> dict:

@@ -1,0 +1,168 @@
+"""The Square attack (Andriushchenko, Croce, Flammarion & Hein 2020): random search that uses
+only the model's scores, never its gradient.
+
+Each query changes the perturbation inside one random square window (side s, shrinking on a
+fixed schedule as the queries go by) and keeps the change when it lowers the margin
+z_y - max_{j != y} z_j; an example stops once the margin is negative (misclassified). Since it
+needs no gradient, a model that hides or breaks its gradient (gradient masking) does not stop
+it: when Square finds adversarial points that the white-box attacks missed, the white-box
+numbers are not to be trusted.
+
+l_inf (the paper's Algorithm 2): start from vertical stripes of +-eps, each query sets one
+window of every channel to a fresh +-eps.
+l_2 (after the paper's Algorithm 3): each query moves the perturbation's mass out of a second
+window into the first, as a centre-heavy "meta-perturbation" of random sign, then rescales to
+the ball (a simplification: the paper solves for the new window's size exactly).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backend import get_xp
+from ..errors import InputError
+from .attacks import AttackResult, _check_inputs, _labels
+from .balls import Ball, lp_norm
+from .objectives import margin
+
+# the fraction p of pixels a window covers halves at these query counts (for 10,000 queries;
+# rescaled to the budget), as in the paper
+SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+P_INIT = {"inf": 0.05, "2": 0.1}
+
+
+def window_fraction(i: int, n_queries: int, p_init: float) -> float:
+    """p at query i: p_init halved once for each point of the schedule already passed."""
+    i = int(i / n_queries * 10000) if n_queries < 10000 else i
+    return p_init / 2 ** sum(i > mark for mark in SCHEDULE)
+
+
+def meta_perturbation(s: int) -> np.ndarray:
+    """A centre-heavy s x s pattern of unit l_2 norm (nested squares, weight 1/(r+1)^2 for the
+    r-th ring from the centre, opposite signs on the two halves), the building block of the
+    l_2 attack."""
+    out = np.zeros((s, s))
+    half = max(s // 2, 1)
+    for part, sign in ((slice(0, half), 1.0), (slice(half, s), -1.0)):
+        cols = out[:, part]
+        h, w = cols.shape
+        if w == 0:
+            continue
+        ci, cj = (h - 1) / 2, (w - 1) / 2
+        ii, jj = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        ring = np.maximum(np.abs(ii - ci), np.abs(jj - cj)).round()
+        cols[:] = sign / (ring + 1) ** 2
+    return out / np.linalg.norm(out)
+
+
+def square(model, x, y=None, norm="inf", eps=0.03, n_queries=1000, rng=None, bounds=(0.0, 1.0),
+           p_init=None, batch_size=None) -> AttackResult:
+    """Square attack on images x (N, C, H, W) in the l_inf or l_2 ball of radius eps.
+
+    Untargeted: minimises the margin of ``y`` (the model's predictions by default). Each of the
+    ``n_queries`` iterations costs one forward pass on the examples not yet fooled.
+    ``batch_size``: attack that many examples at a time (the chunks share ``rng``'s stream).
+    """
+    ball = Ball(norm, eps)
+    if ball.name not in P_INIT:
+        raise InputError(f"the Square attack is for l_inf and l_2, not l_{ball.name}")
+    x = _check_inputs(model, x, bounds)
+    if x.ndim != 4:
+        raise InputError(f"the Square attack needs images (N, C, H, W), got shape {tuple(x.shape)}")
+    if int(n_queries) < 1:
+        raise InputError(f"n_queries must be >= 1, got {n_queries}")
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    y = _labels(model, x, y)
+    p_init = P_INIT[ball.name] if p_init is None else float(p_init)
+    run = _square_linf if ball.name == "inf" else _square_l2
+    size = x.shape[0] if batch_size is None else int(batch_size)
+    parts = [run(model, x[i : i + size], y[i : i + size], ball.eps, int(n_queries), rng, bounds, p_init)
+             for i in range(0, x.shape[0], size)]
+    x_adv = get_xp(x).concatenate(parts)
+    pred = model.predict(x_adv)
+    return AttackResult(x_adv, pred != y, lp_norm(x_adv - x, ball.p), y, info={"queries": int(n_queries)})
+
+
+def _clip(x, bounds):
+    return x if bounds is None else get_xp(x).clip(x, *bounds)
+
+
+def _margins(model, x, y):
+    return margin(model.forward(x, train=False), y)
+
+
+def _window(rng, H, W, s):
+    r, c = int(rng.integers(0, H - s + 1)), int(rng.integers(0, W - s + 1))
+    return slice(r, r + s), slice(c, c + s)
+
+
+def _signs(rng, shape, like):
+    return get_xp(like).asarray(rng.choice([-1.0, 1.0], size=shape), dtype=like.dtype)
+
+
+def _square_linf(model, x, y, eps, n_queries, rng, bounds, p_init):
+    xp = get_xp(x)
+    N, C, H, W = x.shape
+    delta = eps * _signs(rng, (N, C, 1, W), x)  # vertical stripes
+    x_adv = _clip(x + delta, bounds)
+    best = _margins(model, x_adv, y)
+    for i in range(n_queries):
+        active = xp.flatnonzero(best > 0)
+        if active.size == 0:
+            break
+        s = max(1, min(H, int(round(math.sqrt(window_fraction(i, n_queries, p_init) * H * W)))))
+        rows, cols = _window(rng, H, W, s)
+        xa, xc = x_adv[active], x[active]
+        cand = xa.copy()
+        cand[:, :, rows, cols] = _clip(xc[:, :, rows, cols] + eps * _signs(rng, (int(active.size), C, 1, 1), x),
+                                       bounds)
+        m = _margins(model, cand, y[active])
+        better = m < best[active]
+        x_adv[active] = xp.where(better[:, None, None, None], cand, xa)
+        best[active] = xp.minimum(best[active], m)
+    return x_adv
+
+
+def _square_l2(model, x, y, eps, n_queries, rng, bounds, p_init):
+    xp = get_xp(x)
+    N, C, H, W = x.shape
+    # start: a grid of meta-perturbation tiles with random signs, scaled to norm eps
+    s0 = max(1, H // 5)
+    delta = xp.zeros_like(x)
+    tile = xp.asarray(meta_perturbation(s0), dtype=x.dtype)
+    for r in range(0, H - s0 + 1, s0):
+        for c in range(0, W - s0 + 1, s0):
+            delta[:, :, r : r + s0, c : c + s0] = tile * _signs(rng, (N, C, 1, 1), x)
+    delta = _to_ball(delta, eps)
+    x_adv = _clip(x + delta, bounds)
+    best = _margins(model, x_adv, y)
+    for i in range(n_queries):
+        active = xp.flatnonzero(best > 0)
+        if active.size == 0:
+            break
+        s = max(1, min(H, int(round(math.sqrt(window_fraction(i, n_queries, p_init) * H * W)))))
+        w1, w2 = _window(rng, H, W, s), _window(rng, H, W, s)
+        xa, xc = x_adv[active], x[active]
+        d = xa - xc
+        n = int(active.size)
+        # the mass the change may use: what the two windows hold plus what the ball has left
+        held = (d[:, :, w1[0], w1[1]] ** 2).sum(axis=(2, 3)) + (d[:, :, w2[0], w2[1]] ** 2).sum(axis=(2, 3))
+        free = xp.maximum(eps**2 - (d**2).sum(axis=(1, 2, 3)), 0)[:, None] / C
+        radius = xp.sqrt(held + free)  # (n, C)
+        new = d.copy()
+        new[:, :, w2[0], w2[1]] = 0
+        pattern = xp.asarray(meta_perturbation(s), dtype=x.dtype)
+        new[:, :, w1[0], w1[1]] = pattern * (radius * _signs(rng, (n, C), x))[:, :, None, None]
+        cand = _clip(xc + _to_ball(new, eps), bounds)
+        m = _margins(model, cand, y[active])
+        better = m < best[active]
+        x_adv[active] = xp.where(better[:, None, None, None], cand, xa)
+        best[active] = xp.minimum(best[active], m)
+    return x_adv
+
+
+def _to_ball(delta, eps):
+    """Rescale each example's perturbation to l_2 norm at most eps."""
+    return Ball("2", eps).project(delta)

@@ -1,0 +1,330 @@
+"""APGD, Square, targeted modes, keep-the-worst restarts, the suite and the masking checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minirobust import checkpoint, nets
+from minirobust.data import separable_images
+from minirobust.errors import InputError
+from minirobust.layers import Layer
+from minirobust.robust import (RobustTrainer, TrainConfig, apgd, ascend, masking_checks, per_example_loss, pgd,
+                               pick_targets, run_suite, square)
+from minirobust.robust.apgd import checkpoints
+from minirobust.robust.balls import Ball, lp_norm
+from minirobust.robust.objectives import cross_entropy, dlr
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A paper MNIST net trained briefly on the separable task: (model, x, y) of 200 test points."""
+    x, y = separable_images(1000, seed=0, noise=0.35)
+    model = nets.paper_mnist(seed=0, mean=float(x.mean()), std=float(x.std()))
+    RobustTrainer(model, TrainConfig(epochs=2, batch_size=50), progress=False, log=None).fit(x, y)
+    xt, yt = separable_images(200, seed=1, noise=0.35)
+    return model, xt, yt
+
+
+def _accuracy(model, x_adv, y):
+    return float((model.predict(x_adv) == y).mean())
+
+
+# ----- the objectives -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("objective, targeted", [(cross_entropy, False), (cross_entropy, True), (dlr, False),
+                                                 (dlr, True)])
+def test_objective_gradients_match_finite_differences(objective, targeted):
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((6, 10)) * 3
+    y = rng.integers(0, 10, 6)
+    target = (y + rng.integers(1, 10, 6)) % 10 if targeted else None
+    _, dz = objective(z, y, target)
+    h, numeric = 1e-6, np.zeros_like(z)
+    for idx in np.ndindex(z.shape):
+        zp, zm = z.copy(), z.copy()
+        zp[idx] += h
+        zm[idx] -= h
+        numeric[idx] = (objective(zp, y, target)[0].sum() - objective(zm, y, target)[0].sum()) / (2 * h)
+    np.testing.assert_allclose(dz, numeric, rtol=1e-5, atol=1e-7)
+
+
+def test_dlr_ignores_a_temperature():
+    z = np.random.default_rng(1).standard_normal((5, 10))
+    y = np.arange(5)
+    np.testing.assert_allclose(dlr(z * 1000 + 7, y)[0], dlr(z, y)[0], rtol=1e-9)
+
+
+# ----- every attack: norm bound, box, eps 0, input untouched ---------------------------------------
+
+ATTACK_CASES = [
+    ("pgd", "inf"), ("pgd", "2"), ("pgd", "1"),
+    ("apgd-ce", "inf"), ("apgd-ce", "2"), ("apgd-ce", "1"),
+    ("apgd-dlr", "inf"), ("apgd-dlr", "2"), ("apgd-dlr", "1"),
+    ("apgd-t", "inf"), ("apgd-t", "2"), ("apgd-t", "1"),
+    ("square", "inf"), ("square", "2"),
+]
+EPS = {"inf": 0.1, "2": 1.0, "1": 4.0}
+
+
+def _run(name, model, x, y, norm, eps):
+    if name == "pgd":
+        return pgd(model, x, y, norm=norm, eps=eps, steps=5, restarts=2, rng=0)
+    if name == "square":
+        return square(model, x, y, norm=norm, eps=eps, n_queries=30, rng=0)
+    objective = "ce" if name == "apgd-ce" else "dlr"
+    return apgd(model, x, y, norm=norm, eps=eps, steps=10, objective=objective,
+                target="random" if name == "apgd-t" else None, rng=0)
+
+
+@pytest.mark.parametrize("name, norm", ATTACK_CASES)
+def test_attack_respects_the_ball_and_the_box_and_leaves_the_input_alone(trained, name, norm):
+    model, x, y = trained
+    x, y = x[:40], y[:40]
+    before = x.copy()
+    res = _run(name, model, x, y, norm, EPS[norm])
+    assert np.array_equal(x, before)
+    p = Ball(norm, 1.0).p
+    assert (lp_norm(res.x_adv - x, p) <= EPS[norm] * (1 + 1e-5) + 1e-6).all()
+    assert res.x_adv.min() >= 0.0 and res.x_adv.max() <= 1.0
+    assert res.x_adv.dtype == x.dtype and res.x_adv.shape == x.shape
+    zero = _run(name, model, x, y, norm, 0.0)
+    assert np.array_equal(zero.x_adv, x)
+
+
+def test_attacks_raise_the_loss(trained):
+    model, x, y = trained
+    clean = per_example_loss(model, x, y)
+    for name, norm in [("pgd", "inf"), ("apgd-ce", "inf"), ("apgd-ce", "2"), ("apgd-ce", "1")]:
+        res = _run(name, model, x, y, norm, EPS[norm] / 4)
+        assert (per_example_loss(model, res.x_adv, y) >= clean - 1e-5).mean() > 0.95, (name, norm)
+
+
+def test_l1_step_can_leave_the_box_edge_only_inward(trained):
+    """On an image of 0s and 1s every coordinate sits on the box edge: APGD-l_1 must still move
+    (inward) and stay in the box and the ball."""
+    model, x, y = trained
+    xb = (x[:20] > 0.5).astype(np.float32)
+    res = apgd(model, xb, y[:20], norm="1", eps=5.0, steps=10, rng=0)
+    assert np.abs(res.x_adv - xb).sum() > 0
+    assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    assert (np.abs(res.x_adv - xb).reshape(20, -1).sum(axis=1) <= 5.0 * (1 + 1e-5)).all()
+
+
+# ----- APGD's schedule and strength ------------------------------------------------------------------
+
+def test_checkpoints_follow_the_paper():
+    assert checkpoints(100) == [22, 41, 58, 70, 80, 87, 93, 99]
+
+
+def test_apgd_best_value_never_falls_between_checkpoints(trained):
+    model, x, y = trained
+    for norm in ("inf", "2", "1"):
+        res = apgd(model, x, y, norm=norm, eps=EPS[norm] / 2, steps=40, rng=0, trace=True)
+        tr = res.info["best_at_checkpoints"]
+        assert tr.shape == (len(checkpoints(40)) + 2, len(x))
+        assert (np.diff(tr, axis=0) >= 0).all(), norm
+        assert (tr[-1] > tr[0]).mean() > 0.9, norm  # and it does climb
+
+
+def test_apgd_ce_is_at_least_as_strong_as_pgd_with_the_same_budget(trained):
+    model, x, y = trained
+    for norm, eps in (("inf", 0.05), ("2", 0.6)):
+        a = _accuracy(model, apgd(model, x, y, norm=norm, eps=eps, steps=20, rng=0).x_adv, y)
+        b = _accuracy(model, pgd(model, x, y, norm=norm, eps=eps, steps=20, rng=0).x_adv, y)
+        assert a <= b + 0.005, (norm, a, b)
+
+
+def test_apgd_t_is_at_least_as_strong_as_apgd_ce_on_most_seeds(trained):
+    model, x, y = trained
+    wins = 0
+    for seed in range(5):
+        ce = _accuracy(model, apgd(model, x, y, norm="inf", eps=0.04, steps=15, rng=seed).x_adv, y)
+        t = run_suite(model, x, y, "inf", 0.04, attacks=[("apgd-t", _apgd_t_15, {})], rng=seed, log=None).robust_acc
+        wins += t <= ce
+    assert wins >= 3
+
+
+def _apgd_t_15(model, x, y, norm, eps, rng=0, bounds=(0.0, 1.0)):
+    from minirobust.robust.suite import apgd_t
+
+    return apgd_t(model, x, y, norm, eps, rng=rng, bounds=bounds, steps=15, n_targets=3)
+
+
+# ----- PGD keeps the worst case; targeted modes ----------------------------------------------------
+
+def test_pgd_keeps_the_worst_iterate_not_the_last(trained):
+    """With a step far too large the iterates bounce; PGD (no random start) must return, per
+    example, the first fooling iterate, else the iterate of highest loss."""
+    model, x, y = trained
+    eps, steps, alpha = 0.08, 6, 0.08
+    res = pgd(model, x, y, norm="inf", eps=eps, steps=steps, step_size=alpha, random_start=False)
+    ball = Ball("inf", eps)
+    path = [x] + [ascend(model, x, y, ball, steps=t, step_size=alpha, start=np.zeros_like(x)) for t in
+                  range(1, steps + 1)]
+    losses = np.stack([per_example_loss(model, p, y) for p in path])
+    fooled = np.stack([model.predict(p) != y for p in path])
+    for i in range(len(x)):
+        if fooled[:, i].any():
+            first = int(np.argmax(fooled[:, i]))
+            np.testing.assert_array_equal(res.x_adv[i], path[first][i])
+        else:
+            np.testing.assert_allclose(per_example_loss(model, res.x_adv[i : i + 1], y[i : i + 1])[0],
+                                       losses[:, i].max(), rtol=1e-5)  # float32: batch of 1 vs N
+    assert (losses[-1] < losses.max(axis=0) - 1e-6).any()  # the case matters: some last iterate is not best
+
+
+def test_targeted_modes(trained):
+    model, x, y = trained
+    random = pick_targets(model, x, y, "random", rng=0)
+    assert (random != y).all() and len(np.unique(random)) > 3
+    least = pick_targets(model, x, y, "least-likely")
+    np.testing.assert_array_equal(least, model.predict_logits(x).argmin(axis=1))
+    with pytest.raises(InputError, match="equal the true labels"):
+        pick_targets(model, x, y, y)
+    with pytest.raises(InputError, match="target mode"):
+        pick_targets(model, x, y, "likely")
+    for attack in (lambda t: pgd(model, x, y, eps=0.3, steps=20, target=t, rng=0),
+                   lambda t: apgd(model, x, y, eps=0.3, steps=20, target=t, objective="dlr", rng=0)):
+        res = attack("least-likely")
+        np.testing.assert_array_equal(res.labels, least)
+        np.testing.assert_array_equal(res.success, model.predict(res.x_adv) == least)
+        assert res.success.mean() > 0.5
+
+
+# ----- the suite -----------------------------------------------------------------------------------
+
+def test_suite_accuracy_is_the_per_example_minimum_over_its_attacks(trained):
+    """Planted attacks: 'a' breaks the even points, 'b' the points divisible by 3 (each by moving
+    them to a point of another class); the suite keeps a point only if neither breaks it."""
+    model, x, y = trained
+    ok = model.predict(x) == y
+    x, y = x[ok][:60], y[ok][:60]
+    other = {c: x[np.flatnonzero(model.predict(x) != c)[0]] for c in range(10) if (model.predict(x) != c).any()}
+    index = {v.tobytes(): i for i, v in enumerate(x)}
+
+    def planted(rule):
+        def attack(model_, xs, ys, norm, eps, rng=0, bounds=(0, 1)):
+            out = xs.copy()
+            for j, (xi, yi) in enumerate(zip(xs, ys)):
+                if rule(index[xi.tobytes()]):
+                    out[j] = other[int(yi)]
+            return out
+        return attack
+
+    res = run_suite(model, x, y, "inf", 0.1, attacks=[("a", planted(lambda i: i % 2 == 0), {}),
+                                                      ("b", planted(lambda i: i % 3 == 0), {})], log=None)
+    i = np.arange(len(x))
+    np.testing.assert_array_equal(res.robust_ok, (i % 2 != 0) & (i % 3 != 0))
+    assert (res.broken_by[i % 2 == 0] == "a").all()
+    assert (res.broken_by[(i % 2 != 0) & (i % 3 == 0)] == "b").all()
+    assert res.log[1]["tried"] == int((i % 2 != 0).sum())  # b runs only on what a left standing
+    assert res.to_json()["broken_by"] == {"a": 30, "b": 10}
+
+
+def test_standard_suite_prints_each_attack_and_beats_each_one_alone(trained, capsys):
+    model, x, y = trained
+    x, y = x[:80], y[:80]
+    res = run_suite(model, x, y, "inf", 0.03)
+    out = capsys.readouterr().out
+    assert "after apgd-ce" in out and "after apgd-t" in out and "after square" in out
+    alone = _accuracy(model, apgd(model, x, y, eps=0.03, steps=100, rng=0).x_adv, y)
+    assert res.robust_acc <= alone
+    assert set(res.broken_by) <= {"", "clean", "apgd-ce", "apgd-t", "square"}
+    l1 = run_suite(model, x[:10], y[:10], "1", 1.0, log=None)
+    assert l1.log[-1] == {"attack": "square", "skipped": True}
+
+
+# ----- masking checks ----------------------------------------------------------------------------------
+
+class Temperature(Layer):
+    """Multiplies the logits by a huge constant: the softmax saturates, so cross-entropy's
+    gradient is exactly 0 on every confidently classified point (a classic masked defence)."""
+
+    kind = "temperature"
+
+    def __init__(self, t):
+        super().__init__()
+        self.t = t
+
+    def forward(self, x, train=False):
+        return x * np.float32(self.t)
+
+    def backward(self, dy, param_grads=True):
+        return dy * np.float32(self.t)
+
+
+class StepInput(Layer):
+    """Quantises the input to 4 levels and reports a zero gradient (a shattered gradient)."""
+
+    kind = "step"
+
+    def forward(self, x, train=False):
+        return np.round(x * 3) / 3
+
+    def backward(self, dy, param_grads=True):
+        return np.zeros_like(dy)
+
+
+def _masked(model, layer, first=False):
+    from minirobust.model import Sequential
+
+    layers = [layer, *model.layers] if first else [*model.layers, layer]
+    return Sequential(layers)
+
+
+def test_masking_checks_flag_masked_defences_and_pass_an_honest_net(trained):
+    model, x, y = trained
+    x, y = x[:100], y[:100]
+    honest = masking_checks(model, x, y, norm="inf", eps=0.1, log=None)
+    assert not any(c.suspicious for c in honest), [c.to_json() for c in honest]
+    hot = masking_checks(_masked(model, Temperature(1e4)), x, y, norm="inf", eps=0.1, log=None)
+    flagged = {c.name for c in hot if c.suspicious}
+    assert {"gradients", "unbounded"} <= flagged, [c.to_json() for c in hot]
+    step = masking_checks(_masked(model, StepInput(), first=True), x, y, norm="inf", eps=0.1, log=None)
+    flagged = {c.name for c in step if c.suspicious}
+    assert {"gradients", "unbounded", "black-box"} <= flagged, [c.to_json() for c in step]
+
+
+def test_masking_check_catches_randomness(trained):
+    model, x, y = trained
+
+    class Noisy(Layer):
+        kind = "noisy"
+
+        def forward(self, x, train=False):
+            return x + np.random.default_rng().normal(0, 1e-3, x.shape).astype(x.dtype)
+
+        def backward(self, dy, param_grads=True):
+            return dy
+
+    from minirobust.robust.masking import check_randomness
+
+    assert check_randomness(_masked(model, Noisy()), x[:10]).suspicious
+    assert not check_randomness(model, x[:10]).suspicious
+
+
+# ----- the command line --------------------------------------------------------------------------------
+
+def test_evaluate_suite_and_masking_check_from_the_cli(trained, tmp_path):
+    model, _, _ = trained
+    checkpoint.save(tmp_path / "m.npz", model)
+    out = subprocess.run([sys.executable, "-m", "minirobust.cli", "evaluate", "--model", str(tmp_path / "m.npz"),
+                          "--dataset", "synthetic", "--n-test", "40", "--suite", "standard", "--eps", "0.03",
+                          "--masking-check", "--out", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "after apgd-t" in out.stdout and "suite standard: robust accuracy" in out.stdout
+    assert "verdict: no sign of gradient masking" in out.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert len(report["suite"]["per_example_broken_by"]) == 40
+    assert {c["name"] for c in report["masking_checks"]} == {"gradients", "randomness", "unbounded", "monotone",
+                                                             "black-box"}
+    bad = subprocess.run([sys.executable, "-m", "minirobust.cli", "evaluate", "--model", str(tmp_path / "m.npz"),
+                          "--dataset", "synthetic", "--n-test", "10", "--suite", "standard"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--suite needs the radius" in bad.stderr
