@@ -45,12 +45,19 @@ def test_quick_reproduction(tmp_path):
     assert all(t[n]["amnist"]["overall"] > 20 for n in ("linf", "l2"))
     for name, row in t.items():
         assert 80 <= row["clean_acc"] <= 100, name
+        # the suite's columns: l_inf and l_2 at the training radius and twice it, PGD beside each
+        keys = [k for k in row if k.startswith("suite_") and not k.endswith("_broken_by")]
+        assert len(keys) == 4 and {k.split("_")[1] for k in keys} == {"linf", "l2"}, keys
+        for k in keys:
+            assert 0 <= row[k] <= 100 and row[f"pgd_{k[6:]}_suite_subset"] is not None
+            assert sum(row[f"{k}_broken_by"].values()) == round((100 - row[k]) * 20 / 100)
     for norm, per in r["curves"].items():
         for name, pts in per.items():
             assert pts[0]["eps"] == 0 and pts[0]["robust_acc"] == row_clean(t, name), (norm, name)
     for png in ("curve_linf.png", "curve_l2.png", "curve_l1.png", "amnist_linf.png"):
         assert (tmp_path / "results" / png).read_bytes()[:4] == b"\x89PNG"
-    assert "| baseline |" in (tmp_path / "results" / "table.md").read_text()
+    table = (tmp_path / "results" / "table.md").read_text()
+    assert "| baseline |" in table and "suite l_inf" in table and "to the suite" in table
     assert r["wall_time_s"] < 600
 
 

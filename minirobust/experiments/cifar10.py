@@ -64,9 +64,9 @@ class Cifar10Settings(Settings):
 # The CPU run (about 90 minutes on 2 cores, see results/cifar10): a quarter-width net, the
 # authors' dropout rates scaled by the width (a narrow net under their rates learns slowly),
 # 7 epochs with the lr halved every 2
-CPU_RUN = dict(width=0.25, dropout=0.25, epochs=7, lr=0.1, lr_halve_every=2, n_pgd=500, pgd_steps=40)
+CPU_RUN = dict(width=0.25, dropout=0.25, epochs=7, lr=0.1, lr_halve_every=2, n_pgd=500, pgd_steps=40, n_suite=0)
 QUICK = dict(width=0.125, dropout=0.5, epochs=1, n_train=2000, n_test=500, n_pgd=100, pgd_steps=5, lr=0.05,
-             lr_halve_every=1, n_curve=500)
+             lr_halve_every=1, n_curve=500, n_suite=0)
 
 
 class Cifar10Reproduction(MnistReproduction):

@@ -71,13 +71,17 @@ class Settings:
     n_test: int | None = None  # None: all 10,000
     n_pgd: int = 1000  # test images for the PGD columns
     pgd_steps: int = 40
+    n_suite: int = 100  # test images for the suite's columns (0: none); each column takes minutes
+    suite_steps: int = 100  # APGD steps in the suite (APGD-T: per target class)
+    suite_queries: int = 1000  # Square's queries in the suite
     seed: int = 0
     clip: bool = True
     quick: bool = False
     extra: dict = field(default_factory=dict)
 
 
-QUICK = dict(epochs=1, n_train=10000, n_test=2000, n_pgd=200, pgd_steps=10)
+QUICK = dict(epochs=1, n_train=10000, n_test=2000, n_pgd=200, pgd_steps=10, n_suite=20, suite_steps=10,
+             suite_queries=50)
 
 
 def machine_description() -> dict:
@@ -215,6 +219,30 @@ class MnistReproduction:
                 out[name][f"fast_linf_{e:g}_pgd_subset"] = robust_accuracy(model, xs, ys, "inf", e)
         return out
 
+    def suite_columns(self):
+        """The standard suite (APGD-CE, APGD-T, Square; worst case per example) at the l_inf
+        and l_2 training radii and twice them, on the first ``n_suite`` test images, with
+        PGD on the same images so that the drop from PGD to the suite compares like with like."""
+        from ..robust.suite import run_suite, standard_suite  # noqa: PLC0415
+
+        n = min(self.s.n_suite, len(self.xt))
+        xs, ys = self.xt[:n], self.yt[:n]
+        attacks = standard_suite(steps=self.s.suite_steps, n_queries=self.s.suite_queries)
+        out = {}
+        for name, model in self._stage(self.models.items(), "suite"):
+            out[name] = {}
+            for norm, net in (("inf", "linf"), ("2", "l2")):
+                for e in (self.eps_pixel(net), 2 * self.eps_pixel(net)):
+                    self.log(f"[suite] {name}: l_{norm} eps {e:g} on {n} images")
+                    r = run_suite(model, xs, ys, norm, e, attacks=attacks, rng=self.s.seed, log=None)
+                    pgd_r = robust_accuracy(model, xs, ys, norm, e, method="pgd", steps=self.s.pgd_steps,
+                                            random_start=True, rng=self.s.seed)
+                    key = f"l{norm}_{e:g}"
+                    out[name][f"suite_{key}"] = _pct(r.robust_acc)
+                    out[name][f"pgd_{key}_suite_subset"] = _pct(pgd_r["robust_acc"])
+                    out[name][f"suite_{key}_broken_by"] = r.to_json()["broken_by"]
+        return out
+
     def run(self) -> dict:
         t0 = time.perf_counter()
         self.results_dir.mkdir(parents=True, exist_ok=True)
@@ -230,9 +258,11 @@ class MnistReproduction:
                            "masking_guard_fast_linf_eps1": _pct(full_range_check(model, self.xt, self.yt)["robust_acc"])}
         curves = self.curves()
         pgd_cols = self.pgd_columns()
+        suite_cols = self.suite_columns() if self.s.n_suite else {}
         for name in table:
             for key, r in pgd_cols[name].items():
                 table[name][key] = _pct(r["robust_acc"])
+            table[name].update(suite_cols.get(name, {}))
             table[name]["fast_linf_train_eps"] = _pct(
                 robust_accuracy(self.models[name], self.xt, self.yt, "inf", self.eps_pixel("linf"))["robust_acc"])
         epoch_s = {k: float(np.median(v)) if v else None for k, v in self.timings.items()}
@@ -300,13 +330,16 @@ def render_table(r) -> str:
     key = r.get("set_name", "amnist")  # "acifar" for CIFAR-10
     label = key.upper()
     parts = sorted(r[key]["parts"])
-    pgd_keys = sorted(k for k in t["baseline"] if k.startswith("pgd_linf_"))
+    pgd_keys = sorted(k for k in t["baseline"] if k.startswith("pgd_linf_") and not k.endswith("_suite_subset"))
     fast_keys = [f"fast_linf_{k[9:]}_pgd_subset" for k in pgd_keys]
+    suite_keys = [k[len("suite_"):] for k in t["baseline"] if k.startswith("suite_") and not k.endswith("_broken_by")]
     n_pgd = min(r["settings"]["n_pgd"], r["settings"]["n_test"])
     head = (["net", r.get("paper_clean_label", "clean (paper)"), "clean (ours)", label] + [f"{label} l{p}" for p in parts]
             + ["fast l_inf @train eps"]
             + [f"fast / PGD-{r['settings']['pgd_steps']} l_inf eps {k[9:]} ({n_pgd} imgs)" for k in pgd_keys]
-            + ["fast l_inf eps 1 (guard)"])
+            + ["fast l_inf eps 1 (guard)"]
+            + [f"PGD-{r['settings']['pgd_steps']} / suite l_{k[1:].split('_')[0]} eps {k.split('_')[1]} "
+               f"({min(r['settings'].get('n_suite', 0), r['settings']['n_test'])} imgs)" for k in suite_keys])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in names:
         row = t[n]
@@ -315,11 +348,13 @@ def render_table(r) -> str:
         cells += [_fmt(row["fast_linf_train_eps"])]
         cells += [f"{_fmt(row[f])} / {_fmt(row[k])}" for f, k in zip(fast_keys, pgd_keys)]
         cells += [_fmt(row["masking_guard_fast_linf_eps1"])]
+        cells += [f"{_fmt(row.get(f'pgd_{k}_suite_subset'))} / {_fmt(row.get(f'suite_{k}'))}" for k in suite_keys]
         lines.append("| " + " | ".join(cells) + " |")
     a = r[key]
     lines += ["", f"{label}: {a['size']} examples from {a['n_clean_correct']} correctly classified test images "
                   f"(parts: " + ", ".join(f"l{k}: {v}" for k, v in sorted(a["parts"].items())) + "); "
                   f"baseline accuracy on it {a['baseline_acc']}%.",
+              *([_suite_drops(t, suite_keys, r["settings"])] if suite_keys else []),
               "Training eps (pixel scale): " + ", ".join(f"{k} {v:g}" for k, v in r["settings"]["eps_pixel"].items()
                                                             if k != "baseline") + ".",
               "Seconds per epoch (median): " + ", ".join(f"{k} {v:.1f}" for k, v in r["seconds_per_epoch"].items()
@@ -327,6 +362,20 @@ def render_table(r) -> str:
               + "; robust / plain: " + ", ".join(f"{k} {v:.2f}" for k, v in r["robust_over_plain_epoch_time"].items()
                                                  if v is not None) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _suite_drops(t, keys, settings) -> str:
+    """One sentence: how far each robust net's accuracy falls from PGD to the suite."""
+    parts = []
+    for name, row in t.items():
+        if name == "baseline":
+            continue
+        drops = [f"l_{k[1:].split('_')[0]} eps {k.split('_')[1]}: {row[f'pgd_{k}_suite_subset'] - row[f'suite_{k}']:+.1f}"
+                 for k in keys if row.get(f"suite_{k}") is not None]
+        parts.append(f"{name} ({', '.join(drops)})")
+    return (f"From PGD-{settings['pgd_steps']} to the suite (APGD-CE, APGD-T, Square; {settings['suite_steps']} "
+            f"steps, {settings['suite_queries']} queries), robust accuracy falls by (points): " + "; ".join(parts)
+            + ".")
 
 
 def _fmt(v):

@@ -59,7 +59,13 @@ def square_attack(model, x, y, norm, eps, rng=0, bounds=(0.0, 1.0), n_queries=10
     return square(model, x, y, norm=norm, eps=eps, n_queries=n_queries, rng=rng, bounds=bounds).x_adv
 
 
-SUITES = {"standard": (("apgd-ce", apgd_ce, {}), ("apgd-t", apgd_t, {}), ("square", square_attack, {}))}
+def standard_suite(steps=100, n_targets=3, n_queries=1000) -> tuple:
+    """The standard suite's (name, attack, budget) list; smaller budgets for quick runs."""
+    return (("apgd-ce", apgd_ce, {"steps": steps}), ("apgd-t", apgd_t, {"steps": steps, "n_targets": n_targets}),
+            ("square", square_attack, {"n_queries": n_queries}))
+
+
+SUITES = {"standard": standard_suite()}
 
 
 def attack_applies(name: str, norm) -> bool:
