@@ -6,17 +6,16 @@ same archive as a uint8 array named ``__meta__``, so that one ``os.replace`` swa
 whole checkpoint in: a crash mid-save leaves the previous checkpoint intact. A readable
 copy of the JSON is written beside it (``<name>.json``) for humans; it is never read back.
 
-Loading uses ``numpy.load(..., allow_pickle=False)``: a checkpoint from an untrusted
-source cannot execute code.
+Loading never unpickles (a checkpoint from an untrusted source cannot execute code) and never
+trusts the sizes a file declares (``npzfile.py``: capped, checked before anything is built).
 """
 
 from __future__ import annotations
 
-import io
 import json
+import math
 import os
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from .errors import CheckpointError
 from .model import Sequential
+from .npzfile import NpzReader
 
 FORMAT = "minirobust-checkpoint/1"
 META = "__meta__"
@@ -82,29 +82,28 @@ def _json_default(obj):
 
 
 def load(path) -> Checkpoint:
-    """Read a checkpoint written by ``save``; rebuild the model and load its weights."""
+    """Read a checkpoint written by ``save``; rebuild the model and load its weights.
+
+    The file is untrusted until checked: its members' headers are read first and their sizes
+    capped (``npzfile``); the architecture in the metadata must account for exactly the
+    parameters stored, checked before any layer is built; only the members the model and its
+    optimiser use are read. Any failure is a ``CheckpointError`` naming the file and the reason.
+    """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        blob = path.read_bytes()
-        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
-    if META not in arrays:
-        raise CheckpointError(f"{path}: no metadata ({META}) inside; not a minirobust checkpoint")
-    try:
-        meta = json.loads(arrays.pop(META).tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: corrupt metadata ({exc})") from exc
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
-    try:
-        model = Sequential.from_config(meta["model"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot rebuild the model ({exc})") from exc
-    params = {k[len(PARAM_PREFIX):]: v for k, v in arrays.items() if k.startswith(PARAM_PREFIX)}
+    with NpzReader(path, CheckpointError, "checkpoint") as z:
+        if META not in z.members:
+            raise CheckpointError(f"{path}: no metadata ({META}) inside; not a minirobust checkpoint")
+        if z.members[META].nbytes > MAX_META_BYTES:
+            raise CheckpointError(f"{path}: metadata of {z.members[META].nbytes:,} bytes is implausibly large")
+        meta = _parse_meta(path, z.read(META))
+        stored = {k[len(PARAM_PREFIX):]: m for k, m in z.members.items() if k.startswith(PARAM_PREFIX)}
+        _check_architecture_size(path, meta["model"], stored)
+        try:
+            model = Sequential.from_config(meta["model"])
+        except (KeyError, TypeError, ValueError, AttributeError, MemoryError) as exc:
+            raise CheckpointError(f"{path}: cannot rebuild the model ({type(exc).__name__}: {exc})") from exc
+        params = {name: z.read(PARAM_PREFIX + name) for name in stored}
+        opt = {k[len(OPT_PREFIX):]: z.read(k) for k in z.members if k.startswith(OPT_PREFIX)}
     for name, value in params.items():
         if value.dtype.kind != "f":
             raise CheckpointError(f"{path}: parameter {name} has dtype {value.dtype}, not a float")
@@ -112,8 +111,60 @@ def load(path) -> Checkpoint:
             raise CheckpointError(f"{path}: parameter {name} holds {int((~np.isfinite(value)).sum())} non-finite "
                                   "values (NaN or inf): not a usable model")
     model.load_state_dict(params)
-    opt = {k[len(OPT_PREFIX):]: v for k, v in arrays.items() if k.startswith(OPT_PREFIX)}
     return Checkpoint(model, meta, opt)
+
+
+MAX_META_BYTES = 64 << 20  # the JSON of a checkpoint with a long history is a few hundred kB
+
+
+def _parse_meta(path, raw) -> dict:
+    try:
+        meta = json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: corrupt metadata ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path}: unknown checkpoint format {found!r}")
+    if not isinstance(meta.get("model"), dict) or not isinstance(meta["model"].get("layers"), list):
+        raise CheckpointError(f"{path}: the metadata has no model architecture")
+    return meta
+
+
+def _check_architecture_size(path, config, stored):
+    """The parameter count the architecture implies must equal what the file stores, checked
+    with Python integers before anything is built: a 400-byte file cannot make us allocate a
+    Dense(100000, 100000)."""
+    try:
+        implied = sum(_layer_parameter_count(d) for d in config["layers"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: malformed architecture in the metadata ({type(exc).__name__}: {exc})") from exc
+    held = sum(math.prod(m.shape) for m in stored.values())
+    if implied != held:
+        raise CheckpointError(f"{path}: the architecture has {implied:,} parameter values but the file stores "
+                              f"{held:,}: the metadata and the weights do not belong together")
+
+
+def _layer_parameter_count(d) -> int:
+    """Parameters (and running statistics) a layer config implies, without building it."""
+    def count(key):
+        value = d[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{d.get('type')}: {key} must be a positive integer, got {value!r}")
+        return value
+
+    kind = d.get("type")
+    if kind == "conv2d":
+        kh, kw = (d["kernel_size"] if isinstance(d["kernel_size"], list) else [d["kernel_size"]] * 2)
+        if not all(isinstance(k, int) and k >= 1 for k in (kh, kw)):
+            raise ValueError(f"conv2d: kernel_size must be positive integers, got {d['kernel_size']!r}")
+        f = count("out_channels")
+        return f * count("in_channels") * kh * kw + (f if d.get("bias", True) else 0)
+    if kind == "dense":
+        o = count("out_features")
+        return count("in_features") * o + (o if d.get("bias", True) else 0)
+    if kind in ("batchnorm2d", "batchnorm1d"):
+        return 4 * count("num_features")  # gamma, beta, running mean and variance
+    return 0
 
 
 def load_model(path) -> Sequential:

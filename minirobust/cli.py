@@ -19,6 +19,7 @@ The subcommands that train or evaluate take ``--backend cpu|gpu``. Bad flag valu
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -122,7 +123,40 @@ def _norm(text):
 
 
 def _eps_list(text):
-    return [_nonneg_float(t) for t in text.split(",") if t.strip()]
+    values = [_nonneg_float(t) for t in text.split(",") if t.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated radii, got {text!r}")
+    return values
+
+
+# ----- outputs are checked before the work starts ------------------------------------------------
+
+def _writable_folder(path, flag):
+    """``path`` as a folder we can write in (created if missing), or a one-line error now,
+    not after an epoch of training."""
+    if path is None:
+        return None
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{flag} {path}: is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".minirobust-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+    return path
+
+
+def _writable_file(path, flag):
+    """``path`` as a file we can write (its folder created if missing), checked now."""
+    if path is None:
+        return None
+    if Path(path).is_dir():
+        raise InputError(f"{flag} {path}: is a folder, not a file name")
+    _writable_folder(Path(path).parent if str(Path(path).parent) else ".", f"{flag} {path}: its folder")
+    return path
 
 
 def _load_arrays(args):
@@ -153,6 +187,11 @@ def cmd_train(args):
 
     if args.net not in nets.NETS:
         raise MinirobustError(f"unknown net {args.net!r}; known: {sorted(nets.NETS)}")
+    if args.resume and not args.out:
+        raise InputError("--resume needs --out (the run folder to resume from)")
+    if args.norm is None and (args.alpha is not None or args.ascent_steps != 1 or args.attack_mode != "eval"):
+        raise InputError("--alpha, --ascent-steps and --attack-mode shape the ascent step: they need --norm")
+    _writable_folder(args.out, "--out")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                          decay=args.decay, weight_decay=args.weight_decay, norm=args.norm, eps=args.eps,
                          ascent_steps=args.ascent_steps, alpha=args.alpha, clip=not args.no_clip, seed=args.seed,
@@ -183,6 +222,8 @@ def cmd_attack(args):
     from .checkpoint import load_model  # noqa: PLC0415
     from .robust import ATTACKS, norm_stats  # noqa: PLC0415
 
+    _writable_file(args.out, "--out")
+    _writable_file(args.figure, "--figure")
     model = load_model(args.model)
     args.n_train = 1
     _, _, xt, yt, _, _ = _load_arrays(args)
@@ -220,6 +261,10 @@ def cmd_evaluate(args):
     from .checkpoint import load_model  # noqa: PLC0415
     from .robust import AdversarialSet, accuracy_on_set, accuracy_vs_eps, full_range_check  # noqa: PLC0415
 
+    if args.figure and not args.eps_grid:
+        raise InputError("--figure draws the accuracy-vs-eps curve: it needs --eps-grid")
+    _writable_file(args.out, "--out")
+    _writable_file(args.figure, "--figure")
     model = load_model(args.model)
     args.n_train = 1
     _, _, xt, yt, _, _ = _load_arrays(args)
@@ -287,6 +332,7 @@ def cmd_sweep(args):
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if not norms or not seeds or min(seeds) < 0:
         raise InputError("--norms and --seeds need at least one value each (seeds >= 0)")
+    _writable_folder(args.out, "--out")
     configs = grid(norms=norms, radii=parse_radii(args.radii) or None, seeds=seeds, epochs=args.epochs,
                    net=args.net, dataset=args.dataset, n_train=args.n_train, n_test=args.n_test, n_pgd=args.n_pgd,
                    pgd_steps=args.pgd_steps)
@@ -334,8 +380,10 @@ def cmd_reproduce(args):
             opts[key] = getattr(args, key)
     settings = Settings(seed=args.seed, clip=not args.no_clip, quick=args.quick, **opts)
     name = args.experiment + ("-quick" if args.quick else "")
-    Reproduction(settings, results_dir=args.results_dir or f"results/{name}", runs_dir=args.runs_dir or f"runs/{name}",
-                 data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress).run()
+    results_dir = _writable_folder(args.results_dir or f"results/{name}", "--results-dir")
+    runs_dir = _writable_folder(args.runs_dir or f"runs/{name}", "--runs-dir")
+    Reproduction(settings, results_dir=results_dir, runs_dir=runs_dir, data_dir=args.data_dir, resume=args.resume,
+                 progress=not args.no_progress).run()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -484,7 +532,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _QuietWhenClosed:
+    """stdout that stops writing, instead of raising, once the reader has gone (``| head``):
+    training goes on to save its model; what it prints after that is dropped."""
+
+    def __init__(self, stream):
+        self._stream, self._closed = stream, False
+
+    def write(self, text):
+        if not self._closed:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._close()
+        return len(text)
+
+    def flush(self):
+        if not self._closed:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._close()
+
+    def _close(self):
+        self._closed = True
+        try:  # what is still buffered goes to /dev/null, so the exit flush cannot fail either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main(argv=None) -> int:
+    if not isinstance(sys.stdout, _QuietWhenClosed):
+        sys.stdout = _QuietWhenClosed(sys.stdout)
     parser = build_parser()
     args = parser.parse_args(argv)
     from .hostmem import tune_allocator  # noqa: PLC0415

@@ -7,6 +7,7 @@ import http.server
 import shutil
 import struct
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,8 @@ def test_real_mnist_loads_and_is_verified():
 def test_second_load_uses_verified_npy_cache(monkeypatch):
     first = load_mnist(SHARED_DATA, download=False)
     calls = []
-    real = ds.read_bytes
-    monkeypatch.setattr(ds, "read_bytes", lambda p: calls.append(p) or real(p))
+    real = ds.read_idx_bytes
+    monkeypatch.setattr(ds, "read_idx_bytes", lambda p, limit=None: calls.append(p) or real(p, limit))
     second = load_mnist(SHARED_DATA, download=False)
     assert calls == []  # no gz file re-read
     assert np.array_equal(first.x_train, second.x_train) and np.array_equal(first.y_test, second.y_test)
@@ -129,6 +130,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if kind == "trickle":  # a byte at a time, slowly (a hostile or broken server)
+            for i in range(len(body)):
+                try:
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.05)
+            return
         if kind == "cut":  # half the body, then the connection drops
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
@@ -186,6 +196,32 @@ def test_connection_cut_leaves_no_partial_file(server, tmp_path):
     assert len(_leftovers(tmp_path / "mnist")) == 4
 
 
+@needs_mnist
+def test_a_trickling_server_is_given_up_and_stale_parts_are_cleaned(server, tmp_path, monkeypatch):
+    from minirobust.data import download
+
+    monkeypatch.setattr(download, "GRACE_S", 0.5)
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    stale = folder / "train-images-idx3-ubyte.gz.part-killed"  # what a killed fetch leaves
+    stale.write_bytes(b"half a file")
+    t0 = time.monotonic()
+    with pytest.raises(DataError, match="below the minimum"):
+        ds.fetch_mnist(tmp_path, urls=[f"{server}/trickle/"], log=None)
+    assert time.monotonic() - t0 < 20
+    assert _leftovers(folder) == []  # the stale part is gone, and the trickle left none
+    monkeypatch.setattr(download, "DEADLINE_S", 0.3)
+    monkeypatch.setattr(download, "MIN_RATE", 0)
+    with pytest.raises(DataError, match="still running after"):
+        ds.fetch_mnist(tmp_path, urls=[f"{server}/trickle/"], log=None)
+
+
+def test_fetch_into_a_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "README.md").write_text("not a folder")
+    with pytest.raises(DataError, match="cannot create"):
+        ds.fetch_mnist(tmp_path / "README.md", urls=["http://127.0.0.1:9/"], log=None)
+
+
 def test_all_mirrors_failing_lists_each(server, tmp_path):
     with pytest.raises(DataError) as info:
         ds.download_verified([f"{server}/missing/a", f"{server}/missing/b"], tmp_path / "a", "0" * 64)
@@ -222,7 +258,7 @@ def test_bad_idx_names_the_file(tmp_path):
     (tmp_path / "labels.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x09\x01"))
     with pytest.raises(DataError, match=r"labels\.gz: truncated data"):
         read_idx(tmp_path / "labels.gz")
-    (tmp_path / "cut.gz").write_bytes(gzip.compress(bytes(100))[:20])
+    (tmp_path / "cut.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x64" + bytes(100))[:20])
     with pytest.raises(DataError, match=r"cut\.gz: corrupt or truncated gzip"):
         read_idx(tmp_path / "cut.gz")
 

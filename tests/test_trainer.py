@@ -43,17 +43,25 @@ def test_trainer_and_attacks_share_one_ascent_routine(norm, eps, monkeypatch):
     x, y = test_batch(100)
     one = _quiet(model, norm=norm, eps=eps).perturb(x, y)
     np.testing.assert_array_equal(one, fast_method(model, x, y, norm=norm, eps=eps).x_adv)
-    k = _quiet(model, norm=norm, eps=eps, ascent_steps=4).perturb(x, y)
-    np.testing.assert_array_equal(k, pgd(model, x, y, norm=norm, eps=eps, steps=4, random_start=False).x_adv)
+    # k steps: the trainer's batch is the end of the path PGD walks; PGD returns, per example,
+    # the worst point of that same path (its first fooling point, else its highest loss)
+    path = [x] + [ascent.ascend(model, x, y, Ball(norm, eps), steps=t, step_size=2.5 * eps / 4,
+                                start=np.zeros_like(x)) for t in range(1, 5)]
+    np.testing.assert_array_equal(path[-1], _quiet(model, norm=norm, eps=eps, ascent_steps=4).perturb(x, y))
+    worst = pgd(model, x, y, norm=norm, eps=eps, steps=4, random_start=False).x_adv
+    for i in range(len(x)):
+        assert any(np.array_equal(worst[i], p[i]) for p in path), i
     unclipped = _quiet(model, norm=norm, eps=eps, clip=False).perturb(x, y)
     np.testing.assert_array_equal(unclipped, fast_method(model, x, y, norm=norm, eps=eps, bounds=None).x_adv)
     calls = []
     monkeypatch.setattr(trainer_module, "ascend", lambda *a, **kw: calls.append("trainer") or ascent.ascend(*a, **kw))
     monkeypatch.setattr(attacks_module, "ascend", lambda *a, **kw: calls.append("attack") or ascent.ascend(*a, **kw))
+    step = ascent.projected_step
+    monkeypatch.setattr(attacks_module, "projected_step", lambda *a: calls.append("pgd step") or step(*a))
     _quiet(model, norm=norm, eps=eps).perturb(x, y)
     fast_method(model, x, y, norm=norm, eps=eps)
     pgd(model, x, y, norm=norm, eps=eps, steps=2)
-    assert calls == ["trainer", "attack", "attack"]
+    assert calls == ["trainer", "attack", "pgd step", "pgd step"]
 
 
 def test_ascent_skips_parameter_gradients(monkeypatch):

@@ -31,18 +31,36 @@ def parse_cifar10_batch(data: bytes, name: str = "<bytes>"):
     return images, labels
 
 
-def read_cifar10_batch(path):
+MAX_RECORDS = 60000  # the whole data set; a batch file holds 10,000
+
+
+def read_batch_bytes(path) -> bytes:
+    """A batch file's bytes, after checking (from its size alone) that it can be one."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        if path.is_dir():
+            raise DataError(f"{path}: is a folder, not a CIFAR-10 batch file")
+        size = path.stat().st_size
+        if size > MAX_RECORDS * RECORD:
+            raise DataError(f"{path}: {size:,} bytes is more than the whole CIFAR-10 data set: not a batch file")
+        return path.read_bytes()
     except FileNotFoundError as exc:
         raise DataError(f"{path}: file not found") from exc
-    return parse_cifar10_batch(data, str(path))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+
+
+def read_cifar10_batch(path):
+    return parse_cifar10_batch(read_batch_bytes(path), str(path))
 
 
 def read_label_names(path) -> list:
     """batches.meta.txt: one class name a line (blank lines ignored)."""
-    names = [line.strip() for line in Path(path).read_text(encoding="ascii", errors="replace").splitlines()]
+    try:
+        text = Path(path).read_bytes()[:4096].decode("ascii", errors="replace")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    names = [line.strip() for line in text.splitlines()]
     names = [n for n in names if n]
     if len(names) != CLASSES:
         raise DataError(f"{path}: expected {CLASSES} class names, found {len(names)}")

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .cifar import RECORD, parse_cifar10_batch, read_label_names
+from .cifar import RECORD, parse_cifar10_batch, read_batch_bytes, read_label_names
 from .download import download_verified, sha256_bytes
-from .idx import parse_idx, read_bytes
+from .idx import parse_idx, read_idx_bytes
 
 # ----- the published files ------------------------------------------------------------------
 
@@ -149,8 +149,11 @@ def _cached_array(source: Path, cache_dir: Path, decode):
 
 # ----- MNIST -----------------------------------------------------------------------------------
 
+MNIST_MAX_BYTES = 60000 * 28 * 28 + 16  # the largest MNIST file, uncompressed: no file may declare more
+
+
 def _decode_mnist_file(path: Path, sha256: str) -> np.ndarray:
-    data = read_bytes(path)
+    data = read_idx_bytes(path, limit=MNIST_MAX_BYTES)
     digest = sha256_bytes(data)
     if digest != sha256:
         raise DataError(f"{path}: checksum mismatch (SHA-256 of the uncompressed file is {digest}, "
@@ -268,7 +271,7 @@ def load_cifar10(data_dir=None, download=True, urls=None, log=print) -> Dataset:
     manifest = _read_manifest(folder)
 
     def read(name):
-        data = (folder / name).read_bytes()
+        data = read_batch_bytes(folder / name)
         if name in manifest and sha256_bytes(data) != manifest[name]:
             raise DataError(f"{folder / name}: checksum mismatch with {CIFAR10_MANIFEST}")
         return parse_cifar10_batch(data, str(folder / name))

@@ -12,15 +12,25 @@ import hashlib
 import http.client
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from ..errors import DataError
+from ..npzfile import max_bytes
 from .idx import gunzip_if_needed
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no locks, stale parts are left alone
+    fcntl = None
+
 CHUNK = 1 << 16
-TIMEOUT_S = 60
+TIMEOUT_S = 60  # a silent connection fails after this long
+DEADLINE_S = float(os.environ.get("MINIROBUST_DOWNLOAD_DEADLINE_S", 1800))  # a whole file, however it trickles
+MIN_RATE = 4096  # bytes per second, on average, once GRACE_S have passed
+GRACE_S = 30.0
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -35,26 +45,57 @@ def _progress(total, desc):
     return tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=None, leave=False)
 
 
-def _stream_to(url: str, out, desc: str):
-    """Copy ``url``'s body into the open file ``out``; raise on a short read."""
+def _stream_to(url: str, out, desc: str, limit: int):
+    """Copy ``url``'s body into the open file ``out``; raise on a short read, on a body larger
+    than ``limit``, past the deadline, or when the server trickles slower than ``MIN_RATE``."""
+    t0 = time.monotonic()
     with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:  # noqa: S310 - http(s) URLs from our table
         length = resp.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
+        if total is not None and total > limit:
+            raise DataError(f"the server announces {total:,} bytes, more than the {limit:,} expected")
         bar, received = _progress(total, desc), 0
         try:
             while True:
-                chunk = resp.read(CHUNK)
+                chunk = resp.read1(CHUNK)  # what has arrived: a trickle cannot hide in a blocking read
                 if not chunk:
                     break
                 out.write(chunk)
                 received += len(chunk)
                 if bar is not None:
                     bar.update(len(chunk))
+                _check_progress(received, time.monotonic() - t0, limit)
         finally:
             if bar is not None:
                 bar.close()
     if total is not None and received != total:
         raise DataError(f"connection cut: received {received} of {total} bytes")
+
+
+def _check_progress(received, elapsed, limit):
+    if received > limit:
+        raise DataError(f"more than {limit:,} bytes received: not the expected file")
+    if elapsed > DEADLINE_S:
+        raise DataError(f"download still running after {DEADLINE_S:.0f} s (MINIROBUST_DOWNLOAD_DEADLINE_S): "
+                        "stopped")
+    if elapsed > GRACE_S and received / elapsed < MIN_RATE:
+        raise DataError(f"the server sends {received / elapsed:.0f} bytes/s, below the minimum of {MIN_RATE}: "
+                        "stopped (try a mirror with --url)")
+
+
+def remove_stale_parts(dest: Path):
+    """Delete ``<dest>.part-*`` files that no running download holds (a killed fetch leaves one):
+    each live download keeps an exclusive lock on its part file."""
+    for part in dest.parent.glob(dest.name + ".part-*"):
+        try:
+            with open(part, "rb") as f:
+                if fcntl is not None:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            part.unlink()
+        except (BlockingIOError, FileNotFoundError):
+            continue  # in use by another fetch, or already gone
+        except OSError:
+            continue
 
 
 def download_verified(urls, dest, sha256: str, checksum_of: str = "uncompressed", log=None) -> Path:
@@ -65,15 +106,24 @@ def download_verified(urls, dest, sha256: str, checksum_of: str = "uncompressed"
     Tries each URL in order (mirrors); raises DataError listing every failure.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.parent.exists() and not dest.parent.is_dir():
+        raise DataError(f"{dest.parent} is a file, not a folder: cannot download {dest.name} into it")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create {dest.parent} for {dest.name}: {exc}") from exc
+    remove_stale_parts(dest)
+    limit = max_bytes()
     failures = []
     for url in urls:
         fd, part = tempfile.mkstemp(prefix=dest.name + ".part-", dir=dest.parent)
         try:
             with os.fdopen(fd, "wb") as out:
-                _stream_to(url, out, desc=dest.name)
+                if fcntl is not None:
+                    fcntl.flock(out, fcntl.LOCK_EX)  # live: remove_stale_parts leaves it alone
+                _stream_to(url, out, desc=dest.name, limit=limit)
             data = Path(part).read_bytes()
-            content = gunzip_if_needed(data, url) if checksum_of == "uncompressed" else data
+            content = gunzip_if_needed(data, url, limit) if checksum_of == "uncompressed" else data
             digest = sha256_bytes(content)
             if digest != sha256:
                 raise DataError(f"checksum mismatch: SHA-256 {digest}, expected {sha256}")

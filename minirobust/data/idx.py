@@ -7,12 +7,15 @@ uint32 sizes, then the values in row-major (C) order:
 
 Type codes: 0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64.
 Every check happens before any large allocation, so a corrupt header cannot make us
-allocate terabytes.
+allocate terabytes, and gzip files are decompressed as a stream that stops at the size the
+header declares (a small gzip bomb cannot fill the memory).
 """
 
 from __future__ import annotations
 
 import gzip
+import io
+import math
 import zlib
 from pathlib import Path
 
@@ -24,37 +27,115 @@ IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def read_bytes(path) -> bytes:
-    """The file's content, gunzipped when it is a gzip file (detected by its magic bytes)."""
+MAX_DIMS = 8  # IDX files in use have 1-4 dimensions; more is a corrupt or hostile header
+CHUNK = 1 << 20
+
+
+def default_limit() -> int:
+    """The most bytes an IDX file may declare or decompress to (MINIROBUST_MAX_FILE_BYTES)."""
+    from ..npzfile import max_bytes  # noqa: PLC0415
+
+    return max_bytes()
+
+
+def _open_stream(path, name):
+    """A binary stream of the file's content, gunzipping on the fly when it is a gzip file."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
     except FileNotFoundError as exc:
-        raise DataError(f"{path}: file not found") from exc
+        raise DataError(f"{name}: file not found") from exc
+    except IsADirectoryError as exc:
+        raise DataError(f"{name}: is a folder, not a data file") from exc
     except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
-    return gunzip_if_needed(raw, str(path))
+        raise DataError(f"{name}: cannot read ({exc})") from exc
+    if raw.read(2) == GZIP_MAGIC:
+        raw.seek(0)
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw
+    raw.seek(0)
+    return raw, raw
 
 
-def gunzip_if_needed(raw: bytes, name: str) -> bytes:
-    if not raw.startswith(GZIP_MAGIC):
-        return raw
+def _read_exact(stream, n, name, what):
+    """Exactly n bytes from a (possibly gzip) stream, decompressing no more than n."""
     try:
-        return gzip.decompress(raw)
+        data = stream.read(n)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{name}: corrupt or truncated gzip data ({exc})") from exc
+    if len(data) != n:
+        raise DataError(f"{name}: truncated {what}: {len(data)} of {n} bytes")
+    return data
 
 
-def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Parse an uncompressed IDX byte string into a native-endian array."""
+def read_bytes(path, limit=None) -> bytes:
+    """The file's content, gunzipped as a stream when it is a gzip file (magic bytes); an error
+    as soon as it passes ``limit`` bytes, so a small gzip bomb cannot fill the memory."""
+    limit = default_limit() if limit is None else int(limit)
+    stream, raw = _open_stream(path, str(path))
+    with raw, stream:
+        try:
+            data = stream.read(limit + 1)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
+    if len(data) > limit:
+        raise DataError(f"{path}: more than {limit:,} bytes (uncompressed): refusing to read further")
+    return data
+
+
+def read_idx_bytes(path, limit=None) -> bytes:
+    """An IDX file's uncompressed bytes, read header first: the size the header declares is
+    checked against ``limit`` before the body is read, and exactly that much is decompressed
+    (plus one byte, to notice trailing data)."""
+    name = str(path)
+    limit = default_limit() if limit is None else int(limit)
+    stream, raw = _open_stream(path, name)
+    with raw, stream:
+        head = _read_exact(stream, 4, name, "IDX header")
+        _check_magic(head, name)
+        dims_bytes = _read_exact(stream, 4 * head[3], name, "IDX header")
+        dims = [int.from_bytes(dims_bytes[4 * i : 4 * i + 4], "big") for i in range(head[3])]
+        body = math.prod(dims) * np.dtype(IDX_TYPES[head[2]]).itemsize
+        if body > limit:
+            raise DataError(f"{name}: IDX header {dims} declares {body:,} bytes, more than the {limit:,} allowed")
+        data = _read_exact(stream, body, name, f"data (header {dims})")
+        try:
+            extra = stream.read(1)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{name}: corrupt or truncated gzip data ({exc})") from exc
+        if extra:
+            raise DataError(f"{name}: unexpected bytes after the data declared by header {dims}")
+    return head + dims_bytes + data
+
+
+def gunzip_if_needed(raw: bytes, name: str, limit=None) -> bytes:
+    """``raw``, gunzipped (as a stream, at most ``limit`` bytes) when it is gzip data."""
+    if not raw.startswith(GZIP_MAGIC):
+        return raw
+    limit = default_limit() if limit is None else int(limit)
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+            data = f.read(limit + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{name}: corrupt or truncated gzip data ({exc})") from exc
+    if len(data) > limit:
+        raise DataError(f"{name}: decompresses to more than {limit:,} bytes: refusing")
+    return data
+
+
+def _check_magic(data, name):
     if len(data) < 4:
         raise DataError(f"{name}: too short for an IDX header ({len(data)} bytes)")
     if data[0] != 0 or data[1] != 0 or data[2] not in IDX_TYPES:
         raise DataError(f"{name}: wrong IDX magic number {data[:4].hex()} "
                         "(expected 0000 then a type code 08/09/0b/0c/0d/0e and the rank)")
+    if data[3] == 0 or data[3] > MAX_DIMS:
+        raise DataError(f"{name}: IDX header declares {data[3]} dimensions (expected 1 to {MAX_DIMS})")
+
+
+def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Parse an uncompressed IDX byte string into a native-endian array."""
+    _check_magic(data, name)
     ndim = data[3]
-    if ndim == 0:
-        raise DataError(f"{name}: IDX header declares 0 dimensions")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{name}: truncated IDX header ({len(data)} bytes, need {header})")
@@ -68,10 +149,12 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise DataError(f"{name}: truncated data: header {dims} needs {expected} bytes, file has {got}")
     if got > expected:
         raise DataError(f"{name}: {got - expected} unexpected bytes after the data declared by header {dims}")
+    if 0 in dims:
+        raise DataError(f"{name}: IDX header {dims} has a zero dimension: no data")
     arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
     return arr.astype(dtype.newbyteorder("="))  # native byte order, and a writable copy
 
 
-def read_idx(path) -> np.ndarray:
-    """Read an IDX file (plain or gzipped) into an array."""
-    return parse_idx(read_bytes(path), str(path))
+def read_idx(path, limit=None) -> np.ndarray:
+    """Read an IDX file (plain or gzipped) into an array (header first: see read_idx_bytes)."""
+    return parse_idx(read_idx_bytes(path, limit), str(path))

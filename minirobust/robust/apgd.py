@@ -26,7 +26,7 @@ import numpy as np
 
 from ..backend import get_xp
 from ..errors import InputError
-from .attacks import AttackResult, _check_inputs, _labels, pick_targets
+from .attacks import AttackResult, _check_inputs, _labels, batch_size_or_none, generator, pick_targets, whole
 from .balls import Ball, lp_norm, project_l1_box
 from .objectives import value_and_input_gradient
 
@@ -97,11 +97,11 @@ def apgd(model, x, y=None, norm="inf", eps=0.03, steps=100, objective="ce", targ
     """
     ball = Ball(norm, eps)
     x = _check_inputs(model, x, bounds)
-    if int(steps) < 1 or int(restarts) < 1:
-        raise InputError(f"steps and restarts must be >= 1, got {steps}, {restarts}")
+    steps, restarts = whole(steps, "steps"), whole(restarts, "restarts")
+    batch_size = batch_size_or_none(batch_size)
     if not 0 < float(l1_sparsity) <= 1:
         raise InputError(f"l1_sparsity must be in (0, 1], got {l1_sparsity}")
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    rng = generator(rng)
     y = _labels(model, x, y)
     targets = pick_targets(model, x, y, target, rng) if target is not None else None
     # every random start drawn up front: running in chunks gives the same result as all at once
@@ -117,7 +117,7 @@ def apgd(model, x, y=None, norm="inf", eps=0.03, steps=100, objective="ce", targ
         best_x, best_v, best_ok = None, None, None
         for start in starts:
             s = None if start is None else model.on_device(start[sl], "random start")
-            xa, va, ok, tr = _apgd_run(model, xb, yb, tb, ball, int(steps), objective, s, bounds, l1_sparsity)
+            xa, va, ok, tr = _apgd_run(model, xb, yb, tb, ball, steps, objective, s, bounds, l1_sparsity)
             if best_x is None:
                 best_x, best_v, best_ok = xa, va, ok
             else:

@@ -64,6 +64,26 @@ def _check_inputs(model, x, bounds):
     return x
 
 
+def whole(value, name, minimum=1) -> int:
+    """``value`` as an int >= ``minimum``; 2.5 steps or True restarts are errors, not rounded."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def generator(rng) -> np.random.Generator:
+    """A seed (int >= 0), a numpy Generator or None (fresh entropy) as a Generator."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0):
+        return np.random.default_rng(rng)
+    raise InputError(f"rng must be a seed (a whole number >= 0), a numpy.random.Generator or None, got {rng!r}")
+
+
+def batch_size_or_none(batch_size):
+    return None if batch_size is None else whole(batch_size, "batch_size")
+
+
 def _labels(model, x, y):
     if y is None:
         return model.predict(x)
@@ -139,6 +159,7 @@ def fast_method(model, x, y=None, norm="inf", eps=0.1, bounds=(0.0, 1.0), target
     ball = Ball(norm, eps, l1_top_k=l1_top_k)
     x = _check_inputs(model, x, bounds)
     y = _labels(model, x, y)
+    batch_size = batch_size_or_none(batch_size)
 
     def one(xc, yc):
         if ball.eps == 0:
@@ -181,12 +202,12 @@ def pgd(model, x, y=None, norm="inf", eps=0.1, steps=10, step_size=None, random_
     """
     ball = Ball(norm, eps)
     x = _check_inputs(model, x, bounds)
-    if int(steps) < 1 or int(restarts) < 1:
-        raise InputError(f"steps and restarts must be >= 1, got {steps}, {restarts}")
+    steps, restarts = whole(steps, "steps"), whole(restarts, "restarts")
+    batch_size = batch_size_or_none(batch_size)
     alpha = default_step_size(ball.eps, steps) if step_size is None else float(step_size)
-    if alpha < 0:
-        raise InputError(f"step_size must be >= 0, got {step_size}")
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    if not (alpha >= 0 and np.isfinite(alpha)):
+        raise InputError(f"step_size must be a finite number >= 0, got {step_size}")
+    rng = generator(rng)
     y = _labels(model, x, y)
     if target is not None:
         y, targeted = pick_targets(model, x, y, target, rng), True
@@ -230,6 +251,7 @@ def single_pixel(model, x, y=None, eps=1.0, bounds=(0.0, 1.0), targeted=False, b
     ball = Ball(1, eps)
     x = _check_inputs(model, x, bounds)
     y = _labels(model, x, y)
+    batch_size = batch_size_or_none(batch_size)
 
     def one(xc, yc):
         xp = get_xp(xc)

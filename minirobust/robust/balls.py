@@ -57,14 +57,17 @@ def norm_name(p: float) -> str:
     return "inf" if math.isinf(p) else (str(int(p)) if float(p).is_integer() else str(p))
 
 
+EPS_MAX = float(np.finfo(np.float32).max)  # beyond it a float32 step is inf, then NaN
+
+
 class Ball:
     """The l_p ball {delta : ||delta||_p <= eps} around each example."""
 
     def __init__(self, norm, eps: float, l1_top_k: int = 1):
         self.p = parse_norm(norm)
         eps = float(eps)
-        if not eps >= 0 or math.isinf(eps):
-            raise InputError(f"eps must be a finite number >= 0, got {eps}")
+        if not eps >= 0 or eps > EPS_MAX:
+            raise InputError(f"eps must be a finite number in [0, {EPS_MAX:g}] (float32's range), got {eps}")
         if int(l1_top_k) < 1:
             raise InputError(f"l1_top_k must be >= 1, got {l1_top_k}")
         self.eps, self.l1_top_k = eps, int(l1_top_k)

@@ -17,7 +17,8 @@ import numpy as np
 
 from ..backend import to_host
 from ..errors import DataError, InputError
-from .attacks import fast_method, fast_method_sweep, pgd
+from ..npzfile import read_npz
+from .attacks import fast_method, fast_method_sweep, pgd, whole
 from .balls import parse_norm
 
 
@@ -38,6 +39,7 @@ def _attack(model, x, y, norm, eps, method, **kw):
 def robust_accuracy(model, x, y, norm, eps, method="fast", batch_size=500, **kw) -> dict:
     """Accuracy under attack, with labels = the TRUE labels (an evaluation, not an attack
     on predictions). Returns {'robust_acc' (over all), 'clean_acc', 'robust_acc_on_clean_correct'}."""
+    batch_size = whole(batch_size, "batch_size")
     clean_ok = np.zeros(len(x), bool)
     robust_ok = np.zeros(len(x), bool)
     for i in range(0, len(x), batch_size):
@@ -55,6 +57,7 @@ def robust_accuracy(model, x, y, norm, eps, method="fast", batch_size=500, **kw)
 def accuracy_vs_eps(model, x, y, norm, eps_list, method="fast", batch_size=500, **kw) -> list:
     """``robust_accuracy`` at each eps. The fast method's direction does not depend on eps,
     so its sweep reuses one gradient per batch; PGD runs one attack per eps."""
+    batch_size = whole(batch_size, "batch_size")
     if method != "fast":
         return [robust_accuracy(model, x, y, norm, e, method=method, batch_size=batch_size, **kw) for e in eps_list]
     eps_list = [float(e) for e in eps_list]
@@ -123,11 +126,12 @@ class AdversarialSet:
 
     @classmethod
     def load(cls, path) -> "AdversarialSet":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return cls(z["x"], z["y"], z["source"], z["norm"], z["eps"])
-        except (OSError, KeyError, ValueError) as exc:
-            raise DataError(f"{path}: not an adversarial set ({exc})") from exc
+        """Read a set written by ``save`` (an untrusted file: see ``npzfile.py``)."""
+        arrays = read_npz(path, DataError, "adversarial set", names=["x", "y", "source", "norm", "eps"])
+        n = len(arrays["y"])
+        if any(len(v) != n for v in arrays.values()) or arrays["x"].dtype.kind != "f":
+            raise DataError(f"{path}: not an adversarial set (arrays of different lengths, or non-float images)")
+        return cls(arrays["x"], arrays["y"], arrays["source"], arrays["norm"], arrays["eps"])
 
 
 def adversarial_set(baseline, x, y, eps_grid: dict, method="fast", batch_size=500, bounds=(0.0, 1.0),

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..backend import get_xp
 from ..errors import InputError
-from .attacks import AttackResult, _check_inputs, _labels
+from .attacks import AttackResult, _check_inputs, _labels, batch_size_or_none, generator, whole
 from .balls import Ball, lp_norm
 from .objectives import margin
 
@@ -71,9 +71,8 @@ def square(model, x, y=None, norm="inf", eps=0.03, n_queries=1000, rng=None, bou
     x = _check_inputs(model, x, bounds)
     if x.ndim != 4:
         raise InputError(f"the Square attack needs images (N, C, H, W), got shape {tuple(x.shape)}")
-    if int(n_queries) < 1:
-        raise InputError(f"n_queries must be >= 1, got {n_queries}")
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    n_queries, batch_size = whole(n_queries, "n_queries"), batch_size_or_none(batch_size)
+    rng = generator(rng)
     y = _labels(model, x, y)
     p_init = P_INIT[ball.name] if p_init is None else float(p_init)
     run = _square_linf if ball.name == "inf" else _square_l2

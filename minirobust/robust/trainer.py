@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - Windows
 from .. import checkpoint, kernels
 from ..backend import get_xp
 from ..data.batches import iterate_minibatches
-from ..errors import InputError, TrainingError
+from ..errors import CheckpointError, InputError, TrainingError
 from ..losses import SoftmaxCrossEntropy
 from ..optim import SGD
 from .ascent import ascend
@@ -270,6 +270,30 @@ class RobustTrainer:
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
+    def _restore_training_state(self, ckpt):
+        """The optimiser's buffers and step count and the data order's RNG, each checked: a
+        model file, a tampered state or another optimiser's buffers are one-line errors."""
+        path, meta = self.checkpoint_path, ckpt.meta
+        if "optimizer" not in meta or "rng_state" not in meta:
+            raise CheckpointError(f"cannot resume {path}: it holds a model without its training state (a "
+                                  "model.npz?): resume needs the checkpoint.npz that training writes")
+        t = meta["optimizer"].get("t") if isinstance(meta["optimizer"], dict) else None
+        if not isinstance(t, int) or isinstance(t, bool) or t < 0:
+            raise CheckpointError(f"cannot resume {path}: the optimizer's step count {t!r} is not a whole number >= 0")
+        _check_optimizer_arrays(path, ckpt.optimizer_arrays, self.optimizer, self.model.parameters())
+        self.optimizer.load_state_arrays(ckpt.optimizer_arrays, t)
+        try:
+            self.rng.bit_generator.state = meta["rng_state"]
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise CheckpointError(f"cannot resume {path}: the saved data-order RNG state is not valid "
+                                  f"({type(exc).__name__}: {exc})") from exc
+        epoch = meta.get("epoch", 0)
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise CheckpointError(f"cannot resume {path}: its epoch {epoch!r} is not a whole number >= 0")
+        history = meta.get("history", [])
+        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+            raise CheckpointError(f"cannot resume {path}: its history is not a list of epoch records")
+
     def _resume(self):
         if not self.out_dir or not self.checkpoint_path.exists():
             self.log("no checkpoint to resume from: starting from scratch")
@@ -283,13 +307,29 @@ class RobustTrainer:
             diff = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now) if saved.get(k) != now.get(k)}
             raise InputError(f"cannot resume {self.checkpoint_path}: settings differ (saved, now): {diff}")
         self.model.load_state_dict(ckpt.model.state_dict())
-        self.optimizer.load_state_arrays(ckpt.optimizer_arrays, ckpt.meta["optimizer"]["t"])
-        self.rng.bit_generator.state = ckpt.meta["rng_state"]
+        self._restore_training_state(ckpt)
         # the checkpoint is the truth: fit() rewrites metrics.jsonl from this history, so a line
         # lost or torn by a crash between the checkpoint and the metrics append comes back
         self.epoch, self.history = ckpt.epoch, list(ckpt.meta.get("history", []))
         self._saved_data = ckpt.meta.get("data")  # checked against the data fit() is given
         self.log(f"resumed from {self.checkpoint_path} at epoch {self.epoch}")
+
+
+def _optimizer_kinds(optimizer) -> set:
+    return {"velocity"} if isinstance(optimizer, SGD) else {"m", "v"}
+
+
+def _check_optimizer_arrays(path, arrays, optimizer, params):
+    """Every saved buffer must be 'kind/parameter' of this optimiser and of its parameter's shape."""
+    kinds = _optimizer_kinds(optimizer)
+    for key, value in arrays.items():
+        kind, _, name = key.partition("/")
+        if kind not in kinds or name not in params:
+            raise CheckpointError(f"cannot resume {path}: optimizer buffer {key!r} belongs to no parameter of "
+                                  f"this model ({type(optimizer).__name__} keeps {sorted(kinds)})")
+        if tuple(value.shape) != tuple(params[name].shape) or value.dtype.kind != "f":
+            raise CheckpointError(f"cannot resume {path}: optimizer buffer {key!r} has shape {tuple(value.shape)} "
+                                  f"and dtype {value.dtype}; the parameter is {tuple(params[name].shape)}")
 
 
 def _progress_bar(total, desc, enabled):
