@@ -160,6 +160,7 @@ class RobustTrainer:
         self.data = {**self.data, "n_examples": len(x), "example_shape": [int(d) for d in x.shape[1:]]}
         self._check_same_data()
         with self._run_folder_lock():
+            self._remove_stray_temporaries()
             self._rewrite_metrics()
             return self._fit(x, y, x_val, y_val)
 
@@ -254,6 +255,17 @@ class RobustTrainer:
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
+
+    def _remove_stray_temporaries(self):
+        """Temporary files a killed run left mid-write (``*.tmp-*``): never the real files, which
+        are only ever replaced whole. Safe because this run holds the folder's lock."""
+        if not self.out_dir:
+            return
+        for stray in self.out_dir.glob("*.tmp-*"):
+            try:
+                stray.unlink()
+            except OSError:
+                pass
 
     def _rewrite_metrics(self):
         """metrics.jsonl = one line per epoch of the history (empty for a new run): the file
