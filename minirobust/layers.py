@@ -371,8 +371,8 @@ class Normalize(Layer):
         self.std = [float(s) for s in np.atleast_1d(std)]
         if len(self.mean) != len(self.std):
             raise InputError(f"Normalize: mean has {len(self.mean)} entries, std {len(self.std)}")
-        if min(self.std) <= 0:
-            raise InputError(f"Normalize: std must be positive, got {self.std}")
+        if not all(np.isfinite(v) for v in self.mean + self.std) or not min(self.std) > 0:
+            raise InputError(f"Normalize: mean and std must be finite and std positive, got {self.mean}, {self.std}")
 
     def config(self):
         return dict(mean=self.mean, std=self.std)

@@ -119,6 +119,16 @@ def test_foreign_failures_become_checkpoint_errors(tmp_path, damage):
         checkpoint.load(path)
 
 
+@pytest.mark.parametrize("std", [float("inf"), float("nan"), 0.0])
+def test_a_checkpoint_with_a_non_finite_normalize_is_refused(tmp_path, std):
+    path = checkpoint.save(tmp_path / "c.npz", nets.paper_mnist(seed=0), epoch=1)
+    meta = _meta(path)
+    meta["model"]["layers"][0]["std"] = [std]
+    _rewrite(path, meta)
+    with pytest.raises(CheckpointError, match="Normalize: mean and std must be finite"):
+        checkpoint.load(path)
+
+
 # ----- resume checks what it resumes -------------------------------------------------------------------
 
 @pytest.fixture
