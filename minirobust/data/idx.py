@@ -56,29 +56,19 @@ def _open_stream(path, name):
     return raw, raw
 
 
-def _read_exact(stream, n, name, what):
-    """Exactly n bytes from a (possibly gzip) stream, decompressing no more than n."""
+def _read_gzip(stream, n, name):
+    """At most n bytes from a (possibly gzip) stream; a damaged gzip stream is a DataError."""
     try:
-        data = stream.read(n)
+        return stream.read(n)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{name}: corrupt or truncated gzip data ({exc})") from exc
+
+
+def _read_exact(stream, n, name, what):
+    """Exactly n bytes from a (possibly gzip) stream, decompressing no more than n."""
+    data = _read_gzip(stream, n, name)
     if len(data) != n:
         raise DataError(f"{name}: truncated {what}: {len(data)} of {n} bytes")
-    return data
-
-
-def read_bytes(path, limit=None) -> bytes:
-    """The file's content, gunzipped as a stream when it is a gzip file (magic bytes); an error
-    as soon as it passes ``limit`` bytes, so a small gzip bomb cannot fill the memory."""
-    limit = default_limit() if limit is None else int(limit)
-    stream, raw = _open_stream(path, str(path))
-    with raw, stream:
-        try:
-            data = stream.read(limit + 1)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
-    if len(data) > limit:
-        raise DataError(f"{path}: more than {limit:,} bytes (uncompressed): refusing to read further")
     return data
 
 
@@ -98,11 +88,7 @@ def read_idx_bytes(path, limit=None) -> bytes:
         if body > limit:
             raise DataError(f"{name}: IDX header {dims} declares {body:,} bytes, more than the {limit:,} allowed")
         data = _read_exact(stream, body, name, f"data (header {dims})")
-        try:
-            extra = stream.read(1)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{name}: corrupt or truncated gzip data ({exc})") from exc
-        if extra:
+        if _read_gzip(stream, 1, name):
             raise DataError(f"{name}: unexpected bytes after the data declared by header {dims}")
     return head + dims_bytes + data
 
@@ -112,11 +98,8 @@ def gunzip_if_needed(raw: bytes, name: str, limit=None) -> bytes:
     if not raw.startswith(GZIP_MAGIC):
         return raw
     limit = default_limit() if limit is None else int(limit)
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
-            data = f.read(limit + 1)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{name}: corrupt or truncated gzip data ({exc})") from exc
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+        data = _read_gzip(f, limit + 1, name)
     if len(data) > limit:
         raise DataError(f"{name}: decompresses to more than {limit:,} bytes: refusing")
     return data

@@ -101,22 +101,20 @@ def _signs(rng, shape, like):
     return get_xp(like).asarray(rng.choice([-1.0, 1.0], size=shape), dtype=like.dtype)
 
 
-def _square_linf(model, x, y, eps, n_queries, rng, bounds, p_init):
+def _random_search(model, x, y, x_adv, n_queries, rng, p_init, propose):
+    """The loop both norms share: each query, ``propose(xa, xc, s)`` changes the perturbation
+    of the examples not yet fooled inside windows of side s; a change is kept where it lowers
+    the margin."""
     xp = get_xp(x)
-    N, C, H, W = x.shape
-    delta = eps * _signs(rng, (N, C, 1, W), x)  # vertical stripes
-    x_adv = _clip(x + delta, bounds)
+    H, W = x.shape[2:]
     best = _margins(model, x_adv, y)
     for i in range(n_queries):
         active = xp.flatnonzero(best > 0)
         if active.size == 0:
             break
         s = max(1, min(H, int(round(math.sqrt(window_fraction(i, n_queries, p_init) * H * W)))))
-        rows, cols = _window(rng, H, W, s)
-        xa, xc = x_adv[active], x[active]
-        cand = xa.copy()
-        cand[:, :, rows, cols] = _clip(xc[:, :, rows, cols] + eps * _signs(rng, (int(active.size), C, 1, 1), x),
-                                       bounds)
+        xa = x_adv[active]
+        cand = propose(xa, x[active], s)
         m = _margins(model, cand, y[active])
         better = m < best[active]
         x_adv[active] = xp.where(better[:, None, None, None], cand, xa)
@@ -124,9 +122,35 @@ def _square_linf(model, x, y, eps, n_queries, rng, bounds, p_init):
     return x_adv
 
 
+def _square_linf(model, x, y, eps, n_queries, rng, bounds, p_init):
+    N, C, H, W = x.shape
+
+    def propose(xa, xc, s):  # one window of every channel set to a fresh +-eps
+        rows, cols = _window(rng, H, W, s)
+        cand = xa.copy()
+        cand[:, :, rows, cols] = _clip(xc[:, :, rows, cols] + eps * _signs(rng, (xa.shape[0], C, 1, 1), x), bounds)
+        return cand
+
+    x_adv = _clip(x + eps * _signs(rng, (N, C, 1, W), x), bounds)  # start: vertical stripes
+    return _random_search(model, x, y, x_adv, n_queries, rng, p_init, propose)
+
+
 def _square_l2(model, x, y, eps, n_queries, rng, bounds, p_init):
     xp = get_xp(x)
     N, C, H, W = x.shape
+
+    def propose(xa, xc, s):  # the mass of two windows (and what the ball has left) moved into one
+        w1, w2 = _window(rng, H, W, s), _window(rng, H, W, s)
+        d = xa - xc
+        held = (d[:, :, w1[0], w1[1]] ** 2).sum(axis=(2, 3)) + (d[:, :, w2[0], w2[1]] ** 2).sum(axis=(2, 3))
+        free = xp.maximum(eps**2 - (d**2).sum(axis=(1, 2, 3)), 0)[:, None] / C
+        radius = xp.sqrt(held + free)  # (n, C)
+        new = d.copy()
+        new[:, :, w2[0], w2[1]] = 0
+        pattern = xp.asarray(meta_perturbation(s), dtype=x.dtype)
+        new[:, :, w1[0], w1[1]] = pattern * (radius * _signs(rng, (xa.shape[0], C), x))[:, :, None, None]
+        return _clip(xc + _to_ball(new, eps), bounds)
+
     # start: a grid of meta-perturbation tiles with random signs, scaled to norm eps
     s0 = max(1, H // 5)
     delta = xp.zeros_like(x)
@@ -134,32 +158,8 @@ def _square_l2(model, x, y, eps, n_queries, rng, bounds, p_init):
     for r in range(0, H - s0 + 1, s0):
         for c in range(0, W - s0 + 1, s0):
             delta[:, :, r : r + s0, c : c + s0] = tile * _signs(rng, (N, C, 1, 1), x)
-    delta = _to_ball(delta, eps)
-    x_adv = _clip(x + delta, bounds)
-    best = _margins(model, x_adv, y)
-    for i in range(n_queries):
-        active = xp.flatnonzero(best > 0)
-        if active.size == 0:
-            break
-        s = max(1, min(H, int(round(math.sqrt(window_fraction(i, n_queries, p_init) * H * W)))))
-        w1, w2 = _window(rng, H, W, s), _window(rng, H, W, s)
-        xa, xc = x_adv[active], x[active]
-        d = xa - xc
-        n = int(active.size)
-        # the mass the change may use: what the two windows hold plus what the ball has left
-        held = (d[:, :, w1[0], w1[1]] ** 2).sum(axis=(2, 3)) + (d[:, :, w2[0], w2[1]] ** 2).sum(axis=(2, 3))
-        free = xp.maximum(eps**2 - (d**2).sum(axis=(1, 2, 3)), 0)[:, None] / C
-        radius = xp.sqrt(held + free)  # (n, C)
-        new = d.copy()
-        new[:, :, w2[0], w2[1]] = 0
-        pattern = xp.asarray(meta_perturbation(s), dtype=x.dtype)
-        new[:, :, w1[0], w1[1]] = pattern * (radius * _signs(rng, (n, C), x))[:, :, None, None]
-        cand = _clip(xc + _to_ball(new, eps), bounds)
-        m = _margins(model, cand, y[active])
-        better = m < best[active]
-        x_adv[active] = xp.where(better[:, None, None, None], cand, xa)
-        best[active] = xp.minimum(best[active], m)
-    return x_adv
+    x_adv = _clip(x + _to_ball(delta, eps), bounds)
+    return _random_search(model, x, y, x_adv, n_queries, rng, p_init, propose)
 
 
 def _to_ball(delta, eps):
