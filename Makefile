@@ -5,8 +5,11 @@ PY      = $(VENV)/bin/python
 # Tests and the demo read datasets from a local folder when there is one (no network).
 MINIROBUST_DATA ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shared/data),)
 export MINIROBUST_DATA
+# CIFAR-10 in its binary layout: built from ../shared's JPEG copy when there is one, else downloaded
+CIFAR_ROOT ?= $(HOME)/.cache/minirobust
+CIFAR_BUILDER = ../shared/data/cifar10/build_binary.py
 
-.PHONY: venv test test-all demo info reproduce reproduce-quick bench gpu-check lessons lessons-html notebook exercises clean
+.PHONY: venv test test-all demo info reproduce reproduce-quick reproduce-cifar10 cifar10-data bench gpu-check lessons lessons-html notebook exercises clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +38,14 @@ reproduce: venv           ## the paper's MNIST experiment end to end -> results/
 
 reproduce-quick: venv     ## the same on a subset, one epoch (about 1.5 minutes)
 	$(VENV)/bin/minirobust reproduce mnist --quick $(ARGS)
+
+cifar10-data: venv        ## CIFAR-10 binary files in $(CIFAR_ROOT) (from ../shared's JPEGs, else the canonical download)
+	@if [ -f $(CIFAR_ROOT)/cifar10/cifar-10-batches-bin/test_batch.bin ]; then echo "CIFAR-10 is in $(CIFAR_ROOT)"; \
+	elif [ -f $(CIFAR_BUILDER) ]; then $(PY) $(CIFAR_BUILDER) $(CIFAR_ROOT); \
+	else $(VENV)/bin/minirobust data fetch cifar10 --data-dir $(CIFAR_ROOT); fi
+
+reproduce-cifar10: cifar10-data  ## the paper's CIFAR-10 experiment at width 1/4 (about 90 minutes on 2 cores) -> results/cifar10/
+	$(VENV)/bin/minirobust reproduce cifar10 --data-dir $(CIFAR_ROOT) $(ARGS)
 
 bench: venv               ## speed against PyTorch CPU (pip install torch==2.13.0 into .venv for the ratios)
 	$(PY) benchmarks/bench_step.py $(ARGS)
