@@ -155,7 +155,7 @@ def _writable_file(path, flag):
         return None
     if Path(path).is_dir():
         raise InputError(f"{flag} {path}: is a folder, not a file name")
-    _writable_folder(Path(path).parent if str(Path(path).parent) else ".", f"{flag} {path}: its folder")
+    _writable_folder(Path(path).parent, f"{flag} {path}: its folder")
     return path
 
 

@@ -26,7 +26,8 @@ import numpy as np
 
 from ..backend import get_xp
 from ..errors import InputError
-from .attacks import AttackResult, _check_inputs, _labels, batch_size_or_none, generator, pick_targets, whole
+from .attacks import (AttackResult, _check_inputs, _labels, batch_size_or_none, generator, keep_worst, pick_targets,
+                      whole)
 from .balls import Ball, lp_norm, project_l1_box
 from .objectives import value_and_input_gradient
 
@@ -93,7 +94,8 @@ def apgd(model, x, y=None, norm="inf", eps=0.03, steps=100, objective="ce", targ
     target: None (untargeted), labels (N,), or "random" / "least-likely" (``pick_targets``);
     targeted runs climb -CE(target) or the targeted DLR. ``restarts`` keeps the per-example
     worst case. ``trace=True`` puts in ``result.info["best_at_checkpoints"]`` the best objective
-    value of every example at each checkpoint (of the last restart), shape (checkpoints+1, N).
+    value of every example at the start, at each checkpoint and at the end (of the last restart),
+    shape (len(checkpoints(steps)) + 2, N).
     """
     ball = Ball(norm, eps)
     x = _check_inputs(model, x, bounds)
@@ -114,17 +116,12 @@ def apgd(model, x, y=None, norm="inf", eps=0.03, steps=100, objective="ce", targ
     for i in range(0, n, size):
         sl = slice(i, i + size)
         xb, yb, tb = x[sl], y[sl], None if targets is None else targets[sl]
-        best_x, best_v, best_ok = None, None, None
+        best = None
         for start in starts:
             s = None if start is None else model.on_device(start[sl], "random start")
             xa, va, ok, tr = _apgd_run(model, xb, yb, tb, ball, steps, objective, s, bounds, l1_sparsity)
-            if best_x is None:
-                best_x, best_v, best_ok = xa, va, ok
-            else:
-                better = (ok & ~best_ok) | ((ok == best_ok) & (va > best_v))
-                best_x = xp.where(_expand(better, xa), xa, best_x)
-                best_v, best_ok = xp.where(better, va, best_v), best_ok | ok
-        x_adv[sl], success[sl] = best_x, best_ok
+            best = (xa, va, ok) if best is None else keep_worst(best, (xa, va, ok))
+        x_adv[sl], success[sl] = best[0], best[2]
         traces.append(tr)
     info = {"best_at_checkpoints": xp.concatenate(traces, axis=1)} if trace else {}
     labels = y if targets is None else targets
@@ -152,7 +149,6 @@ def _apgd_run(model, x, y, target, ball, steps, objective, start, bounds, l1_spa
     marks = checkpoints(steps)
     phase_start, increases = 0, xp.zeros(x.shape[0], dtype=np.int64)
     eta_at_mark, best_at_mark = eta.copy(), best_v.copy()
-    reduced_at_last_mark = xp.zeros(x.shape[0], dtype=bool)
     trace = [best_v.copy()]
     for k in range(steps):
         z = geo.project(x_cur + geo.step(x_cur, g_cur, eta))
@@ -169,14 +165,14 @@ def _apgd_run(model, x, y, target, ball, steps, objective, start, bounds, l1_spa
         if k + 1 in marks:
             length = k + 1 - phase_start
             too_few_increases = increases < RHO * length
-            stalled = ~reduced_at_last_mark & (eta_at_mark == eta) & (best_at_mark == best_v)
+            stalled = (eta_at_mark == eta) & (best_at_mark == best_v)  # not halved last time, no progress
             halve = too_few_increases | stalled
             eta_at_mark, best_at_mark = eta.copy(), best_v.copy()
             eta = xp.where(halve, eta / 2, eta)
             restart = _expand(halve, x)  # from the best point, without momentum
             x_cur, x_prev = xp.where(restart, best_x, x_cur), xp.where(restart, best_x, x_prev)
             g_cur, v_cur = xp.where(restart, best_g, g_cur), xp.where(halve, best_v, v_cur)
-            reduced_at_last_mark, phase_start, increases = halve, k + 1, xp.zeros_like(increases)
+            phase_start, increases = k + 1, xp.zeros_like(increases)
             trace.append(best_v.copy())
     trace.append(best_v.copy())
     x_out = xp.where(_expand(found, x), found_x, best_x)

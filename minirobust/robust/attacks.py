@@ -114,8 +114,7 @@ def pick_targets(model, x, y, how, rng=None):
         classes = logits.shape[1]
         if how == "least-likely":
             return logits.argmin(axis=1)
-        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-        shift = model.on_device(rng.integers(1, classes, size=x.shape[0]), "targets")
+        shift = model.on_device(generator(rng).integers(1, classes, size=x.shape[0]), "targets")
         return (y + shift) % classes  # never y itself
     targets = model.on_device(how, "targets")
     checks.check_labels(targets, x.shape[0], 2**31 - 1)

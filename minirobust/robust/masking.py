@@ -20,6 +20,7 @@ import numpy as np
 
 from ..backend import to_host
 from .apgd import apgd
+from .balls import Ball
 from .objectives import value_and_input_gradient
 from .square import square
 
@@ -73,8 +74,6 @@ def check_unbounded(model, x, y, steps=20, rng=0) -> Check:
 
 def check_black_box(model, x, y, norm, eps, steps=50, n_queries=500, rng=0) -> Check:
     """Square (score-based) on the points APGD-CE left standing: it should break few or none."""
-    from .balls import Ball  # noqa: PLC0415
-
     if Ball(norm, eps).name not in ("inf", "2"):
         return Check("black-box", f"no Square attack for l_{Ball(norm, eps).name}: not checked", False, {})
     res = apgd(model, x, y, norm=norm, eps=eps, steps=steps, rng=rng)
