@@ -112,6 +112,14 @@ def _positive_float(text):
     return value
 
 
+def _net_radius(text):
+    """``l2=0.05`` -> ("l2", 0.05): one robust net's training radius."""
+    name, sep, eps = text.partition("=")
+    if not sep or name not in ("linf", "l2", "l1"):
+        raise argparse.ArgumentTypeError(f"expected NET=EPS with NET one of linf, l2, l1, got {text!r}")
+    return name, _positive_float(eps)
+
+
 def _norm(text):
     from .robust.balls import parse_norm  # noqa: PLC0415
 
@@ -359,7 +367,7 @@ def cmd_exercises(args):
     return 0 if all(r.passed for r in results) else 1
 
 
-CIFAR10_ONLY = ("width", "dropout", "lr", "lr_halve_every", "attack_mode")
+CIFAR10_ONLY = ("width", "dropout", "lr", "lr_halve_every", "attack_mode", "radius")
 
 
 def cmd_reproduce(args):
@@ -378,6 +386,8 @@ def cmd_reproduce(args):
     for key in ("epochs", "n_train", "n_test", *CIFAR10_ONLY):
         if getattr(args, key) is not None:
             opts[key] = getattr(args, key)
+    if "radius" in opts:  # --radius l2=0.05 --radius linf=0.002 -> {"l2": 0.05, "linf": 0.002}
+        opts["radii"] = dict(opts.pop("radius"))
     settings = Settings(seed=args.seed, clip=not args.no_clip, quick=args.quick, **opts)
     name = args.experiment + ("-quick" if args.quick else "")
     results_dir = _writable_folder(args.results_dir or f"results/{name}", "--results-dir")
@@ -520,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack-mode", choices=("eval", "train"), default=None,
                    help="cifar10: the training ascent step's mode: eval (default: BatchNorm on running "
                         "statistics, no dropout) or train (the authors': batch statistics, dropout on)")
+    p.add_argument("--radius", type=_net_radius, action="append", default=None, metavar="NET=EPS",
+                   help="cifar10: a robust net's training radius in pixel units, e.g. l2=0.05 (repeatable; "
+                        "defaults: linf 0.001, l2 0.025, l1 1)")
     p.add_argument("--n-train", type=_positive_int, default=None)
     p.add_argument("--n-test", type=_positive_int, default=None)
     p.add_argument("--resume", action="store_true", help="continue a stopped run; finished nets are kept")
