@@ -95,6 +95,9 @@ class Cifar10Reproduction(MnistReproduction):
         super().__init__(settings, **kwargs)
         self.robust_nets = with_radii(ROBUST_NETS, settings.radii)
 
+    def eps_pixel(self, name) -> float:
+        return self.robust_nets[name][1]  # given in pixel units: nothing to convert or round
+
     @property
     def training(self):
         """The optimiser settings used: the authors', with this run's lr and schedule."""
