@@ -93,7 +93,7 @@ class Cifar10Reproduction(MnistReproduction):
 
     def __init__(self, settings: Cifar10Settings, **kwargs):
         super().__init__(settings, **kwargs)
-        self.robust_nets = with_radii(ROBUST_NETS, settings.radii)
+        self.robust_nets = with_radii(self.robust_nets, settings.radii)  # the class attribute, as a subclass sets it
 
     def eps_pixel(self, name) -> float:
         return self.robust_nets[name][1]  # given in pixel units: nothing to convert or round
