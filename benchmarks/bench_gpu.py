@@ -21,8 +21,12 @@ import numpy as np
 EPS, PGD_STEPS = 0.1, 10
 
 
-def cuda_median_ms(fn, repeat, event_cls, synchronize):
-    """Median of ``repeat`` calls of fn, each timed with a pair of CUDA events."""
+def cuda_median_ms(fn, repeat, timer):
+    """Median of ``repeat`` calls of fn, each timed with a pair of CUDA events.
+
+    timer: (make an event, milliseconds between two recorded events, synchronise the device);
+    CuPy and PyTorch spell these differently (cupy.cuda.get_elapsed_time(a, b) vs a.elapsed_time(b))."""
+    event_cls, elapsed_ms, synchronize = timer
     fn()
     synchronize()
     times = []
@@ -32,7 +36,7 @@ def cuda_median_ms(fn, repeat, event_cls, synchronize):
         fn()
         stop.record()
         stop.synchronize()
-        times.append(start.elapsed_time(stop))
+        times.append(elapsed_ms(start, stop))
     return float(np.median(times))
 
 
@@ -50,10 +54,7 @@ def minirobust_cases(batch, x, y):
              "robust l_inf step": lambda: robust.train_step(xg, yg),
              "PGD-10 attack": lambda: pgd(target, xg, yg, eps=EPS, steps=PGD_STEPS, rng=0)}
 
-    def event():
-        return cp.cuda.Event()
-
-    return cases, event, cp.cuda.Device().synchronize
+    return cases, (cp.cuda.Event, cp.cuda.get_elapsed_time, cp.cuda.Device().synchronize)
 
 
 def torch_cases(batch, x, y):
@@ -108,7 +109,10 @@ def torch_cases(batch, x, y):
             return logits(target, x_adv).argmax(1) != yt
 
     cases = {"plain step": lambda: plain_descend(xt), "robust l_inf step": robust_step, "PGD-10 attack": pgd_attack}
-    return cases, lambda: torch.cuda.Event(enable_timing=True), torch.cuda.synchronize
+    def event():
+        return torch.cuda.Event(enable_timing=True)
+
+    return cases, (event, lambda start, stop: start.elapsed_time(stop), torch.cuda.synchronize)
 
 
 def main(argv=None):
@@ -142,12 +146,12 @@ def main(argv=None):
     rows = []
     print(f"{'batch':>6} {'case':<20}{'minirobust img/s':>18}{'PyTorch img/s':>16}{'ratio (time)':>14}")
     for batch in batches:
-        cases, event, sync = minirobust_cases(batch, x, y)
-        mine = {k: cuda_median_ms(fn, a.repeat, event, sync) for k, fn in cases.items()}
+        cases, timer = minirobust_cases(batch, x, y)
+        mine = {k: cuda_median_ms(fn, a.repeat, timer) for k, fn in cases.items()}
         theirs = {}
         if have_torch:
-            cases, event, sync = torch_cases(batch, x, y)
-            theirs = {k: cuda_median_ms(fn, a.repeat, event, sync) for k, fn in cases.items()}
+            cases, timer = torch_cases(batch, x, y)
+            theirs = {k: cuda_median_ms(fn, a.repeat, timer) for k, fn in cases.items()}
         for case, ms in mine.items():
             row = {"batch": batch, "case": case, "minirobust_ms": ms, "torch_ms": theirs.get(case)}
             rows.append(row)

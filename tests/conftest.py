@@ -1,8 +1,15 @@
-"""Shared fixtures and helpers for the test suite."""
+"""Shared fixtures and helpers for the test suite.
+
+``MINIROBUST_TEST_FAKE_GPU=1`` runs the session on the GPU stand-in (fake_cupy.py as ``cupy``,
+the CUDA kernels compiled for the host by cuda_emulation.py): every test marked ``gpu`` then runs
+here as it will on a card, so the GPU tests themselves are checked before device time is spent.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +28,28 @@ def tie_free(shape, seed=0, low=-1.0, high=1.0, dtype=np.float64):
     values = np.linspace(low, high, n)
     values += (high - low) / (4 * max(n - 1, 1))  # shift off the grid so 0 is never hit
     return np.random.default_rng(seed).permutation(values).reshape(shape).astype(dtype)
+
+
+FAKE_GPU = os.environ.get("MINIROBUST_TEST_FAKE_GPU") == "1"
+
+
+def pytest_configure(config):
+    if FAKE_GPU:
+        _install_the_gpu_stand_in()
+
+
+def _install_the_gpu_stand_in():
+    from minirobust import backend  # noqa: PLC0415
+    from minirobust.kernels import gpu  # noqa: PLC0415
+
+    from .cuda_emulation import emulated_builder  # noqa: PLC0415
+    from .fake_cupy import FakeCupy  # noqa: PLC0415
+
+    sys.modules["cupy"] = FakeCupy()
+    backend._cupy, backend._cupy_error = None, None
+    gpu.build_kernels = emulated_builder(Path(tempfile.mkdtemp(prefix="minirobust_cuda_host_")),
+                                         device_arrays_only=True)
+    gpu._built = {}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -18,6 +18,8 @@ import numpy as np
 
 from minirobust.kernels import gpu
 
+from .fake_cupy import DeviceArray, host_buffer
+
 _SCALARS = {np.dtype(np.int64): ctypes.c_longlong, np.dtype(np.float32): ctypes.c_float,
             np.dtype(np.float64): ctypes.c_double}
 
@@ -36,7 +38,11 @@ def compile_host_library(dtype, out_dir: Path) -> Path:
     return library
 
 
-def _as_c_argument(a):
+def _as_c_argument(a, device_arrays_only):
+    if isinstance(a, DeviceArray):
+        a = host_buffer(a)  # its "device memory"
+    elif isinstance(a, np.ndarray) and device_arrays_only:
+        raise TypeError(f"Unsupported type {type(a)}: a host array given to a kernel launch")
     if isinstance(a, np.ndarray):
         if not a.flags.c_contiguous:
             raise ValueError("kernels take C-contiguous arrays")
@@ -44,8 +50,10 @@ def _as_c_argument(a):
     return _SCALARS[np.dtype(type(a))](a)
 
 
-def emulated_builder(out_dir: Path):
-    """A drop-in for gpu.build_kernels that runs each kernel serially on the host."""
+def emulated_builder(out_dir: Path, device_arrays_only: bool = False):
+    """A drop-in for gpu.build_kernels that runs each kernel serially on the host. Arrays are
+    NumPy arrays or fake_cupy DeviceArrays; ``device_arrays_only`` refuses NumPy ones, as a
+    CuPy RawKernel does."""
     libraries = {}
 
     def build(dtype):
@@ -59,7 +67,7 @@ def emulated_builder(out_dir: Path):
             fn.restype = None
 
             def launch(grid, block, args):  # grid and block do not matter: one serial "thread"
-                fn(*[_as_c_argument(a) for a in args])
+                fn(*[_as_c_argument(a, device_arrays_only) for a in args])
 
             return launch
 

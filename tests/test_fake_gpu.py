@@ -6,7 +6,10 @@ backend's numbers. The same checks on a real card are in test_gpu.py (marker gpu
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -29,7 +32,7 @@ from .fake_cupy import DeviceArray, FakeCupy
 def kernels_for_the_host(tmp_path_factory):
     if shutil.which("g++") is None:
         pytest.skip("g++ is not on the PATH: cannot emulate the CUDA kernels")
-    return emulated_builder(tmp_path_factory.mktemp("cuda_host"))
+    return emulated_builder(tmp_path_factory.mktemp("cuda_host"), device_arrays_only=True)
 
 
 @pytest.fixture
@@ -184,3 +187,78 @@ def test_reproduce_mnist_runs_with_backend_gpu(fake_gpu, tmp_path):
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     assert set(results["table"]) == {"baseline", "linf", "l2", "l1"}
     assert (tmp_path / "results" / "curve_linf.png").exists()
+
+
+def test_the_stand_in_is_as_strict_as_cupy():
+    # what the tests above rely on: if the stand-in let these through, a host/device mix-up
+    # would pass here and fail on a real card
+    cp = FakeCupy()
+    d, host = cp.asarray(np.arange(6.0).reshape(2, 3)), np.ones((2, 3))
+    for implicit in (lambda: np.asarray(d), lambda: np.array(d), lambda: np.ascontiguousarray(d, dtype=float)):
+        with pytest.raises(TypeError, match="Implicit conversion to a NumPy array is not allowed"):
+            implicit()
+    for mixed in (lambda: d + host, lambda: host * d, lambda: np.maximum(d, host), lambda: np.concatenate([d, host]),
+                  lambda: cp.where(d > 0, host, 0), lambda: d.__setitem__(0, host[0])):
+        with pytest.raises(TypeError, match="Unsupported type"):
+            mixed()
+    total, corner = d.sum(), d[1, 2]
+    assert isinstance(total, DeviceArray) and total.shape == () and float(total) == 15.0
+    assert isinstance(corner, DeviceArray) and int(corner) == 5 and f"{corner:.1f}" == "5.0"
+    with pytest.raises(TypeError):
+        range(corner)  # no __index__ on a CuPy array
+    d[np.array([0])] = 7.0  # NumPy index arrays are converted, as CuPy does
+    assert d.get()[0].tolist() == [7.0] * 3 and type(d.get()) is np.ndarray
+    assert d.astype(d.dtype, copy=False) is d and cp.asarray(d) is d
+
+
+def test_the_evaluation_suite_runs_on_the_gpu_backend_with_the_cpu_numbers(fake_gpu):
+    from minirobust.robust import apgd, run_suite, square
+
+    x, y = separable_images(60, seed=4)
+    results = {}
+    for device in ("gpu", "cpu"):
+        model, _ = _train(device, x, y, norm="inf", eps=0.1)
+        mr.set_backend(device)
+        suite = run_suite(model, x, y, "inf", 0.2, log=None)
+        a = apgd(model, x, y, norm="2", eps=1.0, steps=5, rng=0)
+        s = square(model, x, y, norm="inf", eps=0.2, n_queries=20, rng=0)
+        results[device] = (suite, mr.to_host(a.x_adv), mr.to_host(s.x_adv))
+    (gs, ga, gq), (cs, ca, cq) = results["gpu"], results["cpu"]
+    np.testing.assert_array_equal(gs.robust_ok, cs.robust_ok)
+    np.testing.assert_array_equal(gs.broken_by, cs.broken_by)
+    np.testing.assert_allclose(ga, ca, atol=1e-4)
+    np.testing.assert_allclose(gq, cq, atol=1e-4)
+
+
+def test_every_gpu_test_passes_on_the_stand_in():
+    """Every test marked gpu (test_gpu.py, and the gpu variants of the kernel, layer, model and
+    trainer tests) run here on the stand-in, in a fresh pytest with MINIROBUST_TEST_FAKE_GPU=1 (see
+    conftest.py): the GPU tests themselves are proven before scarce device time is spent on them."""
+    if backend.gpu_available()[0] and not isinstance(backend._cupy, FakeCupy):
+        pytest.skip("a real GPU is present: the gpu tests run on it in this session")
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not on the PATH: cannot emulate the CUDA kernels")
+    from .conftest import REPO, SHARED_DATA
+
+    env = {**os.environ, "MINIROBUST_TEST_FAKE_GPU": "1"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", "tests"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    summary = run.stdout.strip().splitlines()[-1]
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert int(re.search(r"(\d+) passed", summary).group(1)) >= 60, summary
+    if (SHARED_DATA / "mnist").exists():  # else the MNIST-trained cases skip, with that reason
+        assert "skipped" not in summary, run.stdout[-3000:]
+
+
+def test_the_gpu_benchmark_runs_on_the_stand_in(fake_gpu, tmp_path, capsys):
+    # benchmarks/bench_gpu.py end to end (tiny batches, one repeat): the script a lent GPU runs
+    # must not fail there for a reason the host could have shown (times here are the emulation's)
+    import json
+
+    from benchmarks import bench_gpu
+
+    assert bench_gpu.main(["--batches", "4,8", "--repeat", "1", "--out", str(tmp_path / "b.json")]) == 0
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [(r["batch"], r["case"]) for r in rows] == [(b, c) for b in (4, 8) for c in
+                                                       ("plain step", "robust l_inf step", "PGD-10 attack")]
+    assert "host emulation of a GPU" in capsys.readouterr().out

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from minirobust import kernels, nets
+from minirobust.backend import to_gpu, to_host
 from minirobust.kernels import gpu, reference
 from minirobust.kernels.reference import output_size
 from minirobust.robust import RobustTrainer, TrainConfig
@@ -92,6 +93,34 @@ def emulated(tmp_path_factory):
     gpu.build_kernels, gpu._built = saved_builder, saved_built
 
 
+class OnTheDevice:
+    """gpu.py's ops called with host arrays: each array is copied to the device, results come
+    back, and every array argument is copied back into the caller's (so in-place updates such
+    as the optimisers' show), which lets one test body check the host emulation and the card."""
+
+    def __getattr__(self, name):
+        op = getattr(gpu, name)
+
+        def call(*args):
+            on_device = [to_gpu(a) if isinstance(a, np.ndarray) else a for a in args]
+            out = op(*on_device)
+            for a, d in zip(args, on_device):
+                if isinstance(a, np.ndarray):
+                    a[...] = to_host(d)
+            return tuple(to_host(o) for o in out) if isinstance(out, tuple) else to_host(out)
+
+        return call
+
+
+@pytest.fixture(scope="module", params=["host-emulation", pytest.param("device", marks=pytest.mark.gpu)])
+def gpu_tier(request):
+    """The GPU tier's ops with NumPy arrays in and out: run serially on the host (every CI run),
+    or (marker gpu) on the card."""
+    if request.param == "device":
+        return OnTheDevice()
+    return request.getfixturevalue("emulated")
+
+
 GEOMETRIES = [  # (N, C, H, W, KH, KW, SH, SW, PH, PW): padding, stride > 1, overlap, odd sizes
     (2, 3, 7, 7, 3, 3, 1, 1, 1, 1),
     (1, 2, 9, 8, 3, 2, 2, 1, 1, 0),
@@ -106,62 +135,62 @@ def _tol(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_im2col_col2im_and_pooling_equal_the_reference(emulated, geometry, dtype):
+def test_im2col_col2im_and_pooling_equal_the_reference(gpu_tier, geometry, dtype):
     N, C, H, W, KH, KW, SH, SW, PH, PW = geometry
     rng = np.random.default_rng(sum(geometry))
     x = rng.permutation(np.linspace(-1, 1, N * C * H * W)).reshape(N, C, H, W).astype(dtype)  # no ties
     args = (KH, KW, SH, SW, PH, PW)
-    np.testing.assert_array_equal(emulated.im2col(x, *args), reference.im2col(x, *args))
+    np.testing.assert_array_equal(gpu_tier.im2col(x, *args), reference.im2col(x, *args))
     cols = rng.standard_normal(reference.im2col(x, *args).shape).astype(dtype)
-    np.testing.assert_allclose(emulated.col2im(cols, x.shape, *args), reference.col2im(cols, x.shape, *args),
+    np.testing.assert_allclose(gpu_tier.col2im(cols, x.shape, *args), reference.col2im(cols, x.shape, *args),
                                **_tol(dtype))
     if PH <= KH // 2 and PW <= KW // 2:  # max-pool's own rule for padding
-        y, argmax = emulated.maxpool_forward(x, *args)
+        y, argmax = gpu_tier.maxpool_forward(x, *args)
         y_ref, argmax_ref = reference.maxpool_forward(x, *args)
         np.testing.assert_array_equal(y, y_ref)
         np.testing.assert_array_equal(argmax, argmax_ref)
         dy = rng.standard_normal(y.shape).astype(dtype)
-        np.testing.assert_allclose(emulated.maxpool_backward(dy, argmax, x.shape, *args),
+        np.testing.assert_allclose(gpu_tier.maxpool_backward(dy, argmax, x.shape, *args),
                                    reference.maxpool_backward(dy, argmax_ref, x.shape, *args), **_tol(dtype))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("pool", [(2, 2, 2, 2), (3, 3, 3, 3), (3, 3, 2, 2), (2, 3, 1, 2)])
-def test_the_fused_ops_and_layouts_equal_the_reference(emulated, pool, dtype):
+def test_the_fused_ops_and_layouts_equal_the_reference(gpu_tier, pool, dtype):
     KH, KW, SH, SW = pool
     N, F, OH, OW = 3, 4, 9, 8
     rng = np.random.default_rng(KH * 10 + SH)
     rows = rng.permutation(np.linspace(-2, 0.5, F * N * OH * OW)).reshape(F, N * OH * OW).astype(dtype)
     b = rng.standard_normal(F).astype(dtype) * 0.1
     for bias in (b, None):
-        np.testing.assert_array_equal(emulated.rows_to_nchw(rows, bias, N, OH, OW),
+        np.testing.assert_array_equal(gpu_tier.rows_to_nchw(rows, bias, N, OH, OW),
                                       reference.rows_to_nchw(rows, bias, N, OH, OW))
-        y, pos = emulated.rows_relu_maxpool(rows, bias, N, OH, OW, KH, KW, SH, SW)
+        y, pos = gpu_tier.rows_relu_maxpool(rows, bias, N, OH, OW, KH, KW, SH, SW)
         y_ref, pos_ref = reference.rows_relu_maxpool(rows, bias, N, OH, OW, KH, KW, SH, SW)
         np.testing.assert_array_equal(y, y_ref)
         np.testing.assert_array_equal(pos, pos_ref)
         assert (pos == -1).any() and (pos >= 0).any()  # both live and ReLU-blocked windows
     dy = rng.standard_normal(y.shape).astype(dtype)
-    drows, db = emulated.relu_maxpool_to_rows(dy, pos, OH, OW, KH, KW, SH, SW)
+    drows, db = gpu_tier.relu_maxpool_to_rows(dy, pos, OH, OW, KH, KW, SH, SW)
     drows_ref, db_ref = reference.relu_maxpool_to_rows(dy, pos_ref, OH, OW, KH, KW, SH, SW)
     np.testing.assert_allclose(drows, drows_ref, **_tol(dtype))
     np.testing.assert_allclose(db, db_ref, **_tol(dtype))
     nchw = rng.standard_normal((N, F, OH, OW)).astype(dtype)
-    np.testing.assert_array_equal(emulated.nchw_to_rows(nchw), reference.nchw_to_rows(nchw))
+    np.testing.assert_array_equal(gpu_tier.nchw_to_rows(nchw), reference.nchw_to_rows(nchw))
     assert output_size(OH, KH, SH, 0) == y.shape[2]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_nan_and_inf_propagate_as_in_the_reference(emulated, dtype):
+def test_nan_and_inf_propagate_as_in_the_reference(gpu_tier, dtype):
     x = np.random.default_rng(2).standard_normal((2, 3, 7, 7)).astype(dtype)
     x[0, 1, 2, 3], x[1, 0, 0, 0], x[1, 2, 5, 5], x[0, 0, 4, 4] = np.nan, np.nan, np.inf, -np.inf
-    y, argmax = emulated.maxpool_forward(x, 3, 3, 2, 2, 0, 0)
+    y, argmax = gpu_tier.maxpool_forward(x, 3, 3, 2, 2, 0, 0)
     y_ref, argmax_ref = reference.maxpool_forward(x, 3, 3, 2, 2, 0, 0)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(argmax, argmax_ref)
     rows = np.ascontiguousarray(x.transpose(1, 0, 2, 3).reshape(3, -1))
     b = np.array([0.1, -0.2, 0.3], dtype=dtype)
-    y, pos = emulated.rows_relu_maxpool(rows, b, 2, 7, 7, 2, 2, 2, 2)
+    y, pos = gpu_tier.rows_relu_maxpool(rows, b, 2, 7, 7, 2, 2, 2, 2)
     y_ref, pos_ref = reference.rows_relu_maxpool(rows, b, 2, 7, 7, 2, 2, 2, 2)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(pos, pos_ref)
@@ -169,18 +198,18 @@ def test_nan_and_inf_propagate_as_in_the_reference(emulated, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sgd_momentum_step_equals_the_reference(emulated, dtype):
+def test_sgd_momentum_step_equals_the_reference(gpu_tier, dtype):
     rng = np.random.default_rng(0)
     param, grad, velocity = (rng.standard_normal((7, 5)).astype(dtype) for _ in range(3))
     p_ref, v_ref = param.copy(), velocity.copy()
-    emulated.sgd_momentum_step(param, grad, velocity, 0.1, 2e-3, 0.9)
+    gpu_tier.sgd_momentum_step(param, grad, velocity, 0.1, 2e-3, 0.9)
     reference.sgd_momentum_step(p_ref, grad, v_ref, dtype(0.1), dtype(2e-3), dtype(0.9))
     np.testing.assert_allclose(param, p_ref, **_tol(dtype))
     np.testing.assert_allclose(velocity, v_ref, **_tol(dtype))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_steepest_ascent_steps_and_projections_equal_the_reference(emulated, dtype):
+def test_steepest_ascent_steps_and_projections_equal_the_reference(gpu_tier, dtype):
     rng = np.random.default_rng(5)
     g = rng.standard_normal((6, 2, 5, 4)).astype(dtype)
     g[2] = 0.0  # a zero gradient: a zero step, never NaN
@@ -188,28 +217,28 @@ def test_steepest_ascent_steps_and_projections_equal_the_reference(emulated, dty
     tol = _tol(dtype)
     for eps in (0.0, 0.3, 2.0):
         for op in ("linf_ascent_step", "l2_ascent_step", "l1_ascent_step"):
-            np.testing.assert_allclose(getattr(emulated, op)(g, eps), getattr(reference, op)(g, eps), **tol)
+            np.testing.assert_allclose(getattr(gpu_tier, op)(g, eps), getattr(reference, op)(g, eps), **tol)
         for p in (1.5, 3.0):
-            np.testing.assert_allclose(emulated.lp_ascent_step(g, p, eps), reference.lp_ascent_step(g, p, eps),
+            np.testing.assert_allclose(gpu_tier.lp_ascent_step(g, p, eps), reference.lp_ascent_step(g, p, eps),
                                        rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-6)
         delta = (g * 0.5).astype(dtype)
         delta[4] *= 1e-3  # one example already inside every ball
         for op in ("linf_projection", "l2_projection"):
-            np.testing.assert_allclose(getattr(emulated, op)(delta, eps), getattr(reference, op)(delta, eps), **tol)
+            np.testing.assert_allclose(getattr(gpu_tier, op)(delta, eps), getattr(reference, op)(delta, eps), **tol)
         # l_1: bisection brackets theta, then it is computed exactly: equal up to summation order
-        np.testing.assert_allclose(emulated.l1_projection(delta, eps), reference.l1_projection(delta, eps),
+        np.testing.assert_allclose(gpu_tier.l1_projection(delta, eps), reference.l1_projection(delta, eps),
                                    rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-6 if dtype == np.float32
                                    else 1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_adam_step_equals_the_reference(emulated, dtype):
+def test_adam_step_equals_the_reference(gpu_tier, dtype):
     rng = np.random.default_rng(1)
     param, grad = rng.standard_normal((9, 4)).astype(dtype), rng.standard_normal((9, 4)).astype(dtype)
     m, v = np.zeros_like(param), np.zeros_like(param)
     ref = [param.copy(), m.copy(), v.copy()]
     for t in (1, 2, 3):
-        emulated.adam_step(param, grad, m, v, 1e-3, 2e-3, 0.9, 0.999, 1e-8, t)
+        gpu_tier.adam_step(param, grad, m, v, 1e-3, 2e-3, 0.9, 0.999, 1e-8, t)
         reference.adam_step(*ref[:1], grad, *ref[1:], 1e-3, 2e-3, 0.9, 0.999, 1e-8, t)
     for got, want in zip((param, m, v), ref):
         np.testing.assert_allclose(got, want, **_tol(dtype))

@@ -1,4 +1,5 @@
-"""The Numba tier equals the reference tier on randomised shapes (property tests)."""
+"""The fast tiers equal the reference tier on randomised shapes (property tests): the Numba tier
+everywhere, the GPU tier (marker gpu) where a device is present."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minirobust import kernels
+from minirobust.backend import to_gpu, to_host
 from minirobust.errors import BackendError
 from minirobust.kernels import cpu, reference
 from minirobust.kernels.reference import output_size
@@ -30,31 +32,58 @@ def _x(shape, seed, dtype=np.float32):
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
+class HostCalls:
+    """A kernel tier called with host arrays, like the reference tier: array arguments go to the
+    tier's device and array results come back, so one test compares any tier with the reference."""
+
+    def __init__(self, module, to_device):
+        self.module, self.to_device = module, to_device
+
+    def __getattr__(self, name):
+        op = getattr(self.module, name)
+
+        def call(*args):
+            out = op(*(self.to_device(a) if isinstance(a, np.ndarray) else a for a in args))
+            return tuple(to_host(o) for o in out) if isinstance(out, tuple) else to_host(out)
+
+        return call
+
+
+@pytest.fixture(scope="module", params=["numba", pytest.param("gpu", marks=pytest.mark.gpu)])
+def fast(request):
+    """The tier under test: the Numba tier, or the GPU tier (arrays copied to the device)."""
+    if request.param == "gpu":
+        from minirobust.kernels import gpu  # noqa: PLC0415
+
+        return HostCalls(gpu, to_gpu)
+    return HostCalls(cpu, lambda a: a)
+
+
 @settings(max_examples=60, deadline=None)
 @given(window_problems())
-def test_im2col_col2im_match(problem):
-    _assert_im2col_col2im_match(*problem)
+def test_im2col_col2im_match(fast, problem):
+    _assert_im2col_col2im_match(*problem, fast)
 
 
-def _assert_im2col_col2im_match(shape, win, seed):
+def _assert_im2col_col2im_match(shape, win, seed, fast):
     x = _x(shape, seed)
     cols_ref = reference.im2col(x, *win)
-    np.testing.assert_array_equal(cpu.im2col(x, *win), cols_ref)  # pure copies: exactly equal
+    np.testing.assert_array_equal(fast.im2col(x, *win), cols_ref)  # pure copies: exactly equal
     g = _x(cols_ref.shape, seed + 1)
-    np.testing.assert_allclose(cpu.col2im(g, shape, *win), reference.col2im(g, shape, *win), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fast.col2im(g, shape, *win), reference.col2im(g, shape, *win), rtol=1e-5, atol=1e-5)
 
 
 @settings(max_examples=60, deadline=None)
 @given(window_problems())
-def test_maxpool_match(problem):
+def test_maxpool_match(fast, problem):
     shape, win, seed = problem
     x = _x(shape, seed)
     y_ref, am_ref = reference.maxpool_forward(x, *win)
-    y, am = cpu.maxpool_forward(x, *win)
+    y, am = fast.maxpool_forward(x, *win)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(am, am_ref)
     dy = _x(y.shape, seed + 1)
-    np.testing.assert_allclose(cpu.maxpool_backward(dy, am, shape, *win),
+    np.testing.assert_allclose(fast.maxpool_backward(dy, am, shape, *win),
                                reference.maxpool_backward(dy, am_ref, shape, *win), rtol=1e-5, atol=1e-5)
 
 
@@ -65,16 +94,16 @@ def test_maxpool_match(problem):
     ((2, 2, 1, 1), (5, 5, 1, 1, 2, 2)),  # window offsets that see only padding on one side
     ((2, 3, 6, 40), (3, 5, 1, 1, 1, 2)),  # rows long enough for the slice-copy path
 ])
-def test_im2col_col2im_match_with_big_padding(shape, win):
+def test_im2col_col2im_match_with_big_padding(shape, win, fast):
     # padding's edge cases, which the random problems above (padding <= kernel // 2) never draw
-    _assert_im2col_col2im_match(shape, win, 0)
+    _assert_im2col_col2im_match(shape, win, 0, fast)
 
 
-def test_col2im_is_adjoint_of_im2col():
+def test_col2im_is_adjoint_of_im2col(fast):
     # <im2col(x), g> == <x, col2im(g)>: the defining property of a correct backward
     shape, win = (2, 3, 7, 8), (3, 3, 2, 1, 1, 1)
     x, rng = _x(shape, 0, np.float64), np.random.default_rng(1)
-    for tier in (reference, cpu):
+    for tier in (reference, fast):
         cols = tier.im2col(x, *win)
         g = rng.standard_normal(cols.shape)
         assert np.isclose((cols * g).sum(), (x * tier.col2im(g, shape, *win)).sum())
@@ -118,14 +147,14 @@ def test_a_tier_with_a_few_ops_falls_back_to_the_reference_tier_op_by_op(monkeyp
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 4), st.integers(1, 6), st.integers(1, 5), st.integers(1, 5), st.booleans(),
        st.integers(0, 2**31 - 1))
-def test_conv_layout_ops_match(N, F, OH, OW, bias, seed):
+def test_conv_layout_ops_match(fast, N, F, OH, OW, bias, seed):
     rows = _x((F, N * OH * OW), seed)
     b = _x((F,), seed + 1) if bias else None
-    y = cpu.rows_to_nchw(rows, b, N, OH, OW)
+    y = fast.rows_to_nchw(rows, b, N, OH, OW)
     np.testing.assert_array_equal(y, reference.rows_to_nchw(rows, b, N, OH, OW))
     assert y.flags.c_contiguous and y.shape == (N, F, OH, OW)
     dy = _x((N, F, OH, OW), seed + 2)
-    np.testing.assert_array_equal(cpu.nchw_to_rows(dy), reference.nchw_to_rows(dy))
+    np.testing.assert_array_equal(fast.nchw_to_rows(dy), reference.nchw_to_rows(dy))
     if b is None:  # the two layouts are inverse to each other
         np.testing.assert_array_equal(reference.nchw_to_rows(y), rows)
 
@@ -143,7 +172,7 @@ def pool_problems(draw):
 
 @settings(max_examples=60, deadline=None)
 @given(pool_problems())
-def test_rows_relu_maxpool_is_maxpool_of_relu_and_tiers_match(problem):
+def test_rows_relu_maxpool_is_maxpool_of_relu_and_tiers_match(fast, problem):
     N, F, OH, OW, win, seed = problem
     rows = _x((F, N * OH * OW), seed)
     b = _x((F,), seed + 1)
@@ -151,7 +180,7 @@ def test_rows_relu_maxpool_is_maxpool_of_relu_and_tiers_match(problem):
     z = reference.rows_to_nchw(rows, b, N, OH, OW)
     y_def, _ = reference.maxpool_forward(z * (z > 0), *win, 0, 0)
     y_ref, pos_ref = reference.rows_relu_maxpool(rows, b, N, OH, OW, *win)
-    y, pos = cpu.rows_relu_maxpool(rows, b, N, OH, OW, *win)
+    y, pos = fast.rows_relu_maxpool(rows, b, N, OH, OW, *win)
     np.testing.assert_array_equal(y_ref, y_def)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(pos, pos_ref)
@@ -163,17 +192,17 @@ def test_rows_relu_maxpool_is_maxpool_of_relu_and_tiers_match(problem):
     dz = reference.maxpool_backward(dy, k, z.shape, *win, 0, 0) * (z > 0)
     np.testing.assert_allclose(drows_ref, reference.nchw_to_rows(dz), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(db_ref, dz.sum(axis=(0, 2, 3)), rtol=1e-5, atol=1e-5)
-    drows, db = cpu.relu_maxpool_to_rows(dy, pos, OH, OW, *win)
+    drows, db = fast.relu_maxpool_to_rows(dy, pos, OH, OW, *win)
     np.testing.assert_allclose(drows, drows_ref, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(db, db_ref, rtol=1e-5, atol=1e-5)
 
 
-def test_rows_relu_maxpool_ties_and_nonpositive_windows():
+def test_rows_relu_maxpool_ties_and_nonpositive_windows(fast):
     # one image, one filter, a 2x4 plane pooled 2x2: a tie (first position wins), and a
     # window whose maximum is exactly 0 (ReLU passes nothing: position -1, output 0)
     rows = np.array([[3.0, 1.0, 0.0, -1.0,
                       3.0, 2.0, -2.0, 0.0]])
-    for tier in (reference, cpu):
+    for tier in (reference, fast):
         y, pos = tier.rows_relu_maxpool(rows, None, 1, 2, 4, 2, 2, 2, 2)
         np.testing.assert_array_equal(y.ravel(), [3.0, 0.0])
         np.testing.assert_array_equal(pos.ravel(), [0, -1])
@@ -245,7 +274,7 @@ def test_sgd_momentum_step_tiers_match(size):
         cpu.sgd_momentum_step(param[::2], grad[::2], velocity[::2], 0.05, 0.0, 0.9)
 
 
-def test_nan_and_inf_propagate_through_pooling_and_the_fused_op_as_in_the_reference():
+def test_nan_and_inf_propagate_through_pooling_and_the_fused_op_as_in_the_reference(fast):
     # the fast tier must never hide a NaN: a window holding one gives NaN (the first NaN wins the
     # argmax, as NumPy's does), and relu(-inf) is 0, relu(NaN) NaN, on every tier
     rng = np.random.default_rng(0)
@@ -253,17 +282,17 @@ def test_nan_and_inf_propagate_through_pooling_and_the_fused_op_as_in_the_refere
     x[0, 1, 2, 3], x[1, 0, 0, 0], x[1, 2, 5, 5], x[0, 0, 4, 4] = np.nan, np.nan, np.inf, -np.inf
     for KH, SH in ((2, 2), (3, 2), (3, 3)):
         y_ref, am_ref = reference.maxpool_forward(x, KH, KH, SH, SH, 0, 0)
-        y_cpu, am_cpu = cpu.maxpool_forward(x, KH, KH, SH, SH, 0, 0)
-        np.testing.assert_array_equal(y_cpu, y_ref)  # NaN == NaN for assert_array_equal
-        np.testing.assert_array_equal(am_cpu, am_ref)
+        y_fast, am_fast = fast.maxpool_forward(x, KH, KH, SH, SH, 0, 0)
+        np.testing.assert_array_equal(y_fast, y_ref)  # NaN == NaN for assert_array_equal
+        np.testing.assert_array_equal(am_fast, am_ref)
         assert np.isnan(y_ref).any()
     rows = x.transpose(1, 0, 2, 3).reshape(3, -1)
     b = np.array([0.1, -0.2, 0.3])
     for KH, SH in ((2, 2), (3, 3)):
         y_ref, pos_ref = reference.rows_relu_maxpool(rows, b, 2, 7, 7, KH, KH, SH, SH)
-        y_cpu, pos_cpu = cpu.rows_relu_maxpool(rows, b, 2, 7, 7, KH, KH, SH, SH)
-        np.testing.assert_array_equal(y_cpu, y_ref)
-        np.testing.assert_array_equal(pos_cpu, pos_ref)
+        y_fast, pos_fast = fast.rows_relu_maxpool(rows, b, 2, 7, 7, KH, KH, SH, SH)
+        np.testing.assert_array_equal(y_fast, y_ref)
+        np.testing.assert_array_equal(pos_fast, pos_ref)
         assert np.isnan(y_ref).any() and not (pos_ref[np.isnan(y_ref)] >= 0).any()  # NaN: no gradient
     relu = ReLU()
     np.testing.assert_array_equal(relu.forward(np.array([np.nan, -np.inf, np.inf, -1.0, 2.0])),

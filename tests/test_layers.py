@@ -1,4 +1,6 @@
-"""Every layer and the loss pass check_grad in float64, input AND parameter gradients."""
+"""Every layer and the loss pass check_grad in float64, input AND parameter gradients, on every
+kernel tier: the reference tier, the Numba tier and (marker gpu, where a device is present) the
+GPU tier with the layer and its input on the device."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import numpy as np
 import pytest
 
 from minirobust import kernels
+from minirobust.backend import get_backend, set_backend, to_device
 from minirobust.errors import InputError
 from minirobust.gradcheck import check_grad
 from minirobust.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, Normalize, ReLU
@@ -24,18 +27,29 @@ CONV_CASES = [
 ]
 
 
-@pytest.fixture(params=["never", "always"], ids=["reference", "numba"])
+@pytest.fixture(params=["never", "always", pytest.param("gpu", marks=pytest.mark.gpu)],
+                ids=["reference", "numba", "gpu"])
 def tier(request):
-    with kernels.policy(request.param):
-        yield request.param
+    """The kernel policy ("never": reference, "always": Numba), or the gpu backend: new layers and
+    ``to_device`` arrays then live on the GPU, and the GPU tier runs their ops."""
+    if request.param == "gpu":
+        old = get_backend()
+        set_backend("gpu")
+        try:
+            yield "gpu"
+        finally:
+            set_backend(old)
+    else:
+        with kernels.policy(request.param):
+            yield request.param
 
 
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv2d_gradients(case, tier):
     N, C, H, W, F, k, s, p = case
     layer = Conv2D(C, F, k, stride=s, padding=p, seed=1, dtype=np.float64)
-    layer.params["b"] = np.random.default_rng(2).standard_normal(F)
-    report = check_grad(layer, tie_free((N, C, H, W)))
+    layer.params["b"] = to_device(np.random.default_rng(2).standard_normal(F))
+    report = check_grad(layer, to_device(tie_free((N, C, H, W))))
     report.assert_ok(TOL)
     assert {c.name for c in report.checks} == {"x", "W", "b"}
 
@@ -53,7 +67,7 @@ POOL_CASES = [
 @pytest.mark.parametrize("case", POOL_CASES)
 def test_maxpool_gradients(case, tier):
     N, C, H, W, k, s, p = case
-    check_grad(MaxPool2D(k, s, padding=p), tie_free((N, C, H, W), seed=3)).assert_ok(TOL)
+    check_grad(MaxPool2D(k, s, padding=p), to_device(tie_free((N, C, H, W), seed=3))).assert_ok(TOL)
 
 
 def test_maxpool_padding_never_wins():
@@ -74,15 +88,15 @@ def test_maxpool_ties_go_to_first():
         assert dx[0, 0, 0, 0] == 1 and dx.sum() == 1, pol
 
 
-def test_dense_relu_flatten_normalize_gradients():
-    check_grad(Dense(7, 5, seed=0, dtype=np.float64), tie_free((3, 7))).assert_ok(TOL)
-    check_grad(ReLU(), tie_free((2, 3, 4, 5))).assert_ok(TOL)
-    check_grad(Flatten(), tie_free((2, 3, 4))).assert_ok(TOL)
-    check_grad(Normalize([0.1, 0.2, 0.3], [0.5, 2.0, 0.25]), tie_free((2, 3, 4, 4))).assert_ok(TOL)
-    check_grad(Normalize(0.13, 0.31), tie_free((4, 6))).assert_ok(TOL)
+def test_dense_relu_flatten_normalize_gradients(backend_name):
+    check_grad(Dense(7, 5, seed=0, dtype=np.float64), to_device(tie_free((3, 7)))).assert_ok(TOL)
+    check_grad(ReLU(), to_device(tie_free((2, 3, 4, 5)))).assert_ok(TOL)
+    check_grad(Flatten(), to_device(tie_free((2, 3, 4)))).assert_ok(TOL)
+    check_grad(Normalize([0.1, 0.2, 0.3], [0.5, 2.0, 0.25]), to_device(tie_free((2, 3, 4, 4)))).assert_ok(TOL)
+    check_grad(Normalize(0.13, 0.31), to_device(tie_free((4, 6)))).assert_ok(TOL)
 
 
-def test_dropout_gradient_with_fixed_mask():
+def test_dropout_gradient_with_fixed_mask(backend_name):
     layer = Dropout(0.4, seed=0)
 
     class FixedMask:  # re-seed before every forward so each evaluation uses the same mask
@@ -95,17 +109,17 @@ def test_dropout_gradient_with_fixed_mask():
         def backward(self, dy):
             return layer.backward(dy)
 
-    check_grad(FixedMask(), tie_free((4, 10))).assert_ok(TOL)
-    x = tie_free((4, 10))
+    check_grad(FixedMask(), to_device(tie_free((4, 10)))).assert_ok(TOL)
+    x = to_device(tie_free((4, 10)))
     assert np.array_equal(layer.forward(x, train=False), x)  # identity in evaluation
-    kept = layer.forward(np.ones((1000, 100)), train=True)
+    kept = layer.forward(to_device(np.ones((1000, 100))), train=True)
     assert abs((kept == 0).mean() - 0.4) < 0.01 and np.isclose(kept.max(), 1 / 0.6)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_softmax_cross_entropy_gradient(reduction):
-    logits = tie_free((5, 4), low=-3, high=3)
-    labels = np.array([0, 3, 1, 1, 2])
+def test_softmax_cross_entropy_gradient(reduction, backend_name):
+    logits = to_device(tie_free((5, 4), low=-3, high=3))
+    labels = to_device(np.array([0, 3, 1, 1, 2]))
     report = check_grad(SoftmaxCrossEntropy(reduction), logits, forward_kwargs={"labels": labels})
     report.assert_ok(TOL)
 

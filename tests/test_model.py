@@ -162,7 +162,7 @@ def test_host_arrays_are_moved_to_the_models_device(backend_name):
     loss, grads, dx = model.loss_and_grads(x, y)
     adv = fast_method(model, x, y, eps=0.1)
     assert all(get_xp(a) is get_xp(model.parameters()["1_conv2d.W"]) for a in (logits, dx, adv.x_adv))
-    host = nets.paper_mnist(seed=0)
+    host = nets.paper_mnist(seed=0).to("cpu")  # the active backend is backend_name's
     np.testing.assert_allclose(to_host(logits), host.forward(x), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(to_host(dx), host.loss_and_grads(x, y)[2], rtol=1e-3, atol=1e-6)
 

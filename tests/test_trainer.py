@@ -1,13 +1,16 @@
-"""Algorithm 1: the ascent step, the special cases, robustness gained, NaN handling."""
+"""Algorithm 1: the ascent step, the special cases, robustness gained, NaN handling. The ascent and
+step tests run on every backend (backend_name: the GPU where a device is present)."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pytest
 
 from minirobust import checkpoint, nets
+from minirobust.backend import to_device, to_host
 from minirobust.data import separable_images
 from minirobust.errors import CheckpointError, InputError, TrainingError
 from minirobust.robust import Ball, RobustTrainer, TrainConfig, ascent, fast_method, per_example_loss, pgd, robust_accuracy
@@ -21,11 +24,16 @@ def _quiet(model, **cfg):
     return RobustTrainer(model, TrainConfig(**cfg), log=lambda *_: None, progress=False)
 
 
+def _baseline_and_batch(n, device):
+    """A copy of the shared trained baseline on ``device``, and a test batch there."""
+    x, y = test_batch(n)
+    return copy.deepcopy(trained_baseline()).to(device), to_device(x), to_device(y)
+
+
 @pytest.mark.parametrize("norm, eps", [("inf", 0.1), ("2", 1.5), ("1", 2.0)])
 @pytest.mark.parametrize("steps", [1, 5])
-def test_ascent_step_stays_in_ball_and_raises_loss(norm, eps, steps):
-    model = trained_baseline()
-    x, y = test_batch(200)
+def test_ascent_step_stays_in_ball_and_raises_loss(norm, eps, steps, backend_name):
+    model, x, y = _baseline_and_batch(200, backend_name)
     trainer = _quiet(model, norm=norm, eps=eps, ascent_steps=steps)
     before = {k: v.copy() for k, v in model.parameters().items()}
     x_adv = trainer.perturb(x, y)
@@ -36,23 +44,23 @@ def test_ascent_step_stays_in_ball_and_raises_loss(norm, eps, steps):
 
 
 @pytest.mark.parametrize("norm, eps", [("inf", 0.1), ("2", 1.5), ("1", 2.0)])
-def test_trainer_and_attacks_share_one_ascent_routine(norm, eps, monkeypatch):
+def test_trainer_and_attacks_share_one_ascent_routine(norm, eps, backend_name, monkeypatch):
     # the trainer's perturbed batch IS the fast method's (one step) and PGD's without a random
     # start (k steps) on the same weights: both go through robust.ascent.ascend
-    model = trained_baseline()
-    x, y = test_batch(100)
+    model, x, y = _baseline_and_batch(100, backend_name)
     one = _quiet(model, norm=norm, eps=eps).perturb(x, y)
-    np.testing.assert_array_equal(one, fast_method(model, x, y, norm=norm, eps=eps).x_adv)
+    np.testing.assert_array_equal(to_host(one), to_host(fast_method(model, x, y, norm=norm, eps=eps).x_adv))
     # k steps: the trainer's batch is the end of the path PGD walks; PGD returns, per example,
     # the worst point of that same path (its first fooling point, else its highest loss)
-    path = [x] + [ascent.ascend(model, x, y, Ball(norm, eps), steps=t, step_size=2.5 * eps / 4,
-                                start=np.zeros_like(x)) for t in range(1, 5)]
-    np.testing.assert_array_equal(path[-1], _quiet(model, norm=norm, eps=eps, ascent_steps=4).perturb(x, y))
-    worst = pgd(model, x, y, norm=norm, eps=eps, steps=4, random_start=False).x_adv
+    path = [to_host(x)] + [to_host(ascent.ascend(model, x, y, Ball(norm, eps), steps=t, step_size=2.5 * eps / 4,
+                                                 start=np.zeros_like(x))) for t in range(1, 5)]
+    np.testing.assert_array_equal(path[-1], to_host(_quiet(model, norm=norm, eps=eps, ascent_steps=4).perturb(x, y)))
+    worst = to_host(pgd(model, x, y, norm=norm, eps=eps, steps=4, random_start=False).x_adv)
     for i in range(len(x)):
         assert any(np.array_equal(worst[i], p[i]) for p in path), i
     unclipped = _quiet(model, norm=norm, eps=eps, clip=False).perturb(x, y)
-    np.testing.assert_array_equal(unclipped, fast_method(model, x, y, norm=norm, eps=eps, bounds=None).x_adv)
+    np.testing.assert_array_equal(to_host(unclipped),
+                                  to_host(fast_method(model, x, y, norm=norm, eps=eps, bounds=None).x_adv))
     calls = []
     monkeypatch.setattr(trainer_module, "ascend", lambda *a, **kw: calls.append("trainer") or ascent.ascend(*a, **kw))
     monkeypatch.setattr(attacks_module, "ascend", lambda *a, **kw: calls.append("attack") or ascent.ascend(*a, **kw))
@@ -64,7 +72,7 @@ def test_trainer_and_attacks_share_one_ascent_routine(norm, eps, monkeypatch):
     assert calls == ["trainer", "attack", "pgd step", "pgd step"]
 
 
-def test_ascent_skips_parameter_gradients(monkeypatch):
+def test_ascent_skips_parameter_gradients(backend_name, monkeypatch):
     model = nets.paper_mnist(seed=0)
     calls = []
     original = model.backward
@@ -72,9 +80,9 @@ def test_ascent_skips_parameter_gradients(monkeypatch):
                         calls.append((param_grads, input_grad)) or original(dy, param_grads, input_grad))
     trainer = _quiet(model, norm="inf", eps=0.1)
     x, y = separable_images(20)
-    trainer.train_step(x, y)
+    trainer.train_step(x, y)  # host batches, moved to the model's device
     # ascent: the input gradient only; descent: parameter gradients only
-    assert calls == [(False, True), (True, False)]
+    assert calls == [(False, True), (True, False)] and model.device == backend_name
 
 
 def _train_params(x, y, **cfg):
@@ -180,7 +188,7 @@ def test_trainer_history_and_metrics(tmp_path):
 
 
 @pytest.mark.parametrize("norm", [None, "inf", "2", "1"])
-def test_float32_end_to_end_through_a_step(norm):
+def test_float32_end_to_end_through_a_step(norm, backend_name):
     model = nets.paper_mnist(seed=0)
     trainer = _quiet(model, norm=norm, eps=0.1 if norm else 0.0)
     x, y = separable_images(20)
@@ -191,6 +199,7 @@ def test_float32_end_to_end_through_a_step(norm):
     assert all(v.dtype == np.float32 for v in model.parameters().values())
     assert all(v.dtype == np.float32 for v in model.gradients().values())
     assert all(v.dtype == np.float32 for d in trainer.optimizer.state.values() for v in d.values())
+    assert model.device == backend_name
 
 
 def test_a_non_finite_state_is_never_saved_and_the_message_names_a_real_checkpoint(tmp_path):

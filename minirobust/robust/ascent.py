@@ -46,7 +46,8 @@ def ascend(model, x, y, ball: Ball, steps: int = 1, step_size=None, start=None, 
            targeted=False, train=False):
     """Worst-case inputs x' in ``ball`` around ``x`` (first order), for labels ``y``.
 
-    x: (N, ...) inputs on the model's device; y: (N,) labels; ball: the uncertainty set.
+    x: (N, ...) inputs; y: (N,) labels (host arrays are moved to the model's device, as
+    ``model.forward`` moves them); ball: the uncertainty set.
     steps=1 with no ``start``: the paper's single steepest-ascent step of size eps.
     Otherwise ``steps`` projected steps of ``step_size`` (default ``default_step_size``),
     from ``x + project(start)`` when a start offset (N, ...) is given.
@@ -57,6 +58,8 @@ def ascend(model, x, y, ball: Ball, steps: int = 1, step_size=None, start=None, 
     steps = int(steps)
     if steps < 1:
         raise InputError(f"steps must be >= 1, got {steps}")
+    x, y = model.on_device(x, "ascent input"), model.on_device(y, "labels")
+    start = model.on_device(start, "start offset")
     if steps == 1 and start is None and step_size is None:
         return clip_to_bounds(x + ball.steepest_ascent(ascent_gradient(model, x, y, targeted, train)), bounds)
     alpha = default_step_size(ball.eps, steps) if step_size is None else float(step_size)
