@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+
+import pytest
 
 
 def run_cli(*args, **kw):
@@ -22,6 +25,17 @@ def test_help_and_bad_flag():
     assert out.returncode == 0 and "demo" in out.stdout and "info" in out.stdout
     out = run_cli("info", "--backend", "tpu")
     assert out.returncode == 2 and "invalid choice" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_backend_gpu_without_a_gpu_fails_at_once_with_one_line():
+    from minirobust.backend import gpu_available
+
+    if gpu_available()[0]:
+        pytest.skip("a GPU is here: the flag works (tests/test_gpu.py)")
+    for args, env in ((("train", "--backend", "gpu", "--epochs", "1"), {}), (("info",), {"MINIROBUST_BACKEND": "gpu"})):
+        out = run_cli(*args, env={**os.environ, **env}, timeout=60)
+        assert out.returncode == 2 and out.stdout == "", out.stdout
+        assert out.stderr.count("\n") == 1 and "backend 'gpu' is unavailable" in out.stderr, out.stderr
 
 
 def test_demo_trains_and_prints_accuracy():
