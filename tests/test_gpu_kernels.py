@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 
 from minirobust import kernels, nets
-from minirobust.backend import to_gpu, to_host
+from minirobust.backend import to_gpu
 from minirobust.kernels import gpu, reference
 from minirobust.kernels.reference import output_size
 from minirobust.robust import RobustTrainer, TrainConfig
 
 from .cuda_emulation import emulated_builder
+from .tier_calls import HostCalls
 
 ARCHS = ("sm_90", "sm_75")  # the H200's, and the oldest CUDA 13 still compiles for
 
@@ -93,31 +94,12 @@ def emulated(tmp_path_factory):
     gpu.build_kernels, gpu._built = saved_builder, saved_built
 
 
-class OnTheDevice:
-    """gpu.py's ops called with host arrays: each array is copied to the device, results come
-    back, and every array argument is copied back into the caller's (so in-place updates such
-    as the optimisers' show), which lets one test body check the host emulation and the card."""
-
-    def __getattr__(self, name):
-        op = getattr(gpu, name)
-
-        def call(*args):
-            on_device = [to_gpu(a) if isinstance(a, np.ndarray) else a for a in args]
-            out = op(*on_device)
-            for a, d in zip(args, on_device):
-                if isinstance(a, np.ndarray):
-                    a[...] = to_host(d)
-            return tuple(to_host(o) for o in out) if isinstance(out, tuple) else to_host(out)
-
-        return call
-
-
 @pytest.fixture(scope="module", params=["host-emulation", pytest.param("device", marks=pytest.mark.gpu)])
 def gpu_tier(request):
     """The GPU tier's ops with NumPy arrays in and out: run serially on the host (every CI run),
     or (marker gpu) on the card."""
     if request.param == "device":
-        return OnTheDevice()
+        return HostCalls(gpu, to_gpu)
     return request.getfixturevalue("emulated")
 
 
@@ -265,3 +247,13 @@ def test_a_robust_training_step_on_the_emulated_gpu_tier_equals_the_reference_ti
     np.testing.assert_allclose(l_gpu, l_ref, rtol=1e-12)
     for name in p_ref:
         np.testing.assert_allclose(p_gpu[name], p_ref[name], rtol=1e-10, atol=1e-12)
+
+
+def test_scalars_reach_a_kernel_at_its_own_width(emulated):
+    # a float32 eps for a float64 kernel (or the other way) is cast to the kernel's real_t, ints
+    # to its index_t: a 4-byte float read as an 8-byte double would be garbage
+    g = np.random.default_rng(0).standard_normal((3, 4))
+    for eps in (np.float32(0.25), np.float64(0.25), 0.25):
+        out = np.empty_like(g)
+        emulated.launch("linf_ascent_step", g.dtype, g.size, g, out, eps, np.int32(g.size))
+        np.testing.assert_array_equal(out, reference.linf_ascent_step(g, 0.25))

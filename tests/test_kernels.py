@@ -9,11 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minirobust import kernels
-from minirobust.backend import to_gpu, to_host
+from minirobust.backend import to_gpu
 from minirobust.errors import BackendError
 from minirobust.kernels import cpu, reference
 from minirobust.kernels.reference import output_size
 from minirobust.layers import ReLU
+
+from .tier_calls import HostCalls
 
 
 @st.composite
@@ -32,23 +34,6 @@ def _x(shape, seed, dtype=np.float32):
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
-class HostCalls:
-    """A kernel tier called with host arrays, like the reference tier: array arguments go to the
-    tier's device and array results come back, so one test compares any tier with the reference."""
-
-    def __init__(self, module, to_device):
-        self.module, self.to_device = module, to_device
-
-    def __getattr__(self, name):
-        op = getattr(self.module, name)
-
-        def call(*args):
-            out = op(*(self.to_device(a) if isinstance(a, np.ndarray) else a for a in args))
-            return tuple(to_host(o) for o in out) if isinstance(out, tuple) else to_host(out)
-
-        return call
-
-
 @pytest.fixture(scope="module", params=["numba", pytest.param("gpu", marks=pytest.mark.gpu)])
 def fast(request):
     """The tier under test: the Numba tier, or the GPU tier (arrays copied to the device)."""
@@ -56,7 +41,7 @@ def fast(request):
         from minirobust.kernels import gpu  # noqa: PLC0415
 
         return HostCalls(gpu, to_gpu)
-    return HostCalls(cpu, lambda a: a)
+    return HostCalls(cpu)
 
 
 @settings(max_examples=60, deadline=None)

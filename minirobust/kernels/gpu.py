@@ -96,8 +96,10 @@ def launch(name: str, dtype, n: int, *args):
     if n <= 0:
         return
     real = np.dtype(dtype).type
-    cast = tuple(np.int64(a) if isinstance(a, (int, np.integer)) else real(a) if isinstance(a, float) else a
-                 for a in args)
+    # a scalar's width must match the kernel's parameter: a float32 scalar handed to a double
+    # parameter would be read as garbage, so every float (NumPy's included) becomes real_t
+    cast = tuple(np.int64(a) if isinstance(a, (int, np.integer)) else real(a) if isinstance(a, (float, np.floating))
+                 else a for a in args)
     blocks = int(min(MAX_BLOCKS, -(-n // THREADS)))
     kernel(name, dtype)((blocks,), (THREADS,), cast)
 
