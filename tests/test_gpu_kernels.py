@@ -59,7 +59,9 @@ def test_nvrtc_compiles_the_module_as_cupy_will(dtype):
         pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc)")
     prog = ctypes.c_void_p()
     assert lib.nvrtcCreateProgram(ctypes.byref(prog), gpu.source_code().encode(), b"minirobust.cu", 0, None, None) == 0
-    options = [o.encode() for o in gpu.compile_options(dtype)] + [b"-arch=compute_90"]
+    # CuPy 14 adds these to ours (cupy/cuda/compiler.py); -arch=compute_90 gives PTX to read back
+    cupy_adds = [b"-arch=compute_90", b"--device-as-default-execution-space", b"-ftz=true"]
+    options = [o.encode() for o in gpu.compile_options(dtype)] + cupy_adds
     result = lib.nvrtcCompileProgram(prog, len(options), (ctypes.c_char_p * len(options))(*options))
     size = ctypes.c_size_t()
     lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
