@@ -61,11 +61,10 @@ def check_labels(y, n, num_classes, name="labels"):
         raise InputError(f"{name} must be integers, got dtype {y.dtype}")
     if y.ndim != 1 or y.shape[0] != n:
         raise InputError(f"{name} must have shape ({n},), got {tuple(y.shape)}")
-    if n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise InputError(
-            f"{name} out of range: values in [{int(y.min())}, {int(y.max())}], "
-            f"expected [0, {num_classes - 1}]"
-        )
+    if n:
+        low, high = get_xp(y).stack([y.min(), y.max()]).tolist()  # one copy back from a GPU, not two
+        if low < 0 or high >= num_classes:
+            raise InputError(f"{name} out of range: values in [{low}, {high}], expected [0, {num_classes - 1}]")
 
 
 def as_pair(v, name):

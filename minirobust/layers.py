@@ -373,18 +373,25 @@ class Normalize(Layer):
             raise InputError(f"Normalize: mean has {len(self.mean)} entries, std {len(self.std)}")
         if not all(np.isfinite(v) for v in self.mean + self.std) or not min(self.std) > 0:
             raise InputError(f"Normalize: mean and std must be finite and std positive, got {self.mean}, {self.std}")
+        self._per_channel = {}  # the per-channel arrays of _stats, for one array module and dtype
 
     def config(self):
         return dict(mean=self.mean, std=self.std)
 
     def _stats(self, x):
+        """(mean, std) to broadcast against x: Python floats for one channel (NumPy and CuPy
+        cast them to x's dtype), else per-channel arrays made once per array module and dtype
+        and kept, so a GPU forward pass copies nothing to the device."""
+        if len(self.mean) == 1:
+            return self.mean[0], self.std[0]
+        checks.check_axis(x, 1, len(self.mean), "channels", "Normalize input")
         xp = get_xp(x)
-        shape = (1, -1) + (1,) * (x.ndim - 2) if len(self.mean) > 1 else ()
-        if len(self.mean) > 1:
-            checks.check_axis(x, 1, len(self.mean), "channels", "Normalize input")
-        mean = xp.asarray(self.mean, dtype=x.dtype).reshape(shape)
-        std = xp.asarray(self.std, dtype=x.dtype).reshape(shape)
-        return mean, std
+        key = (xp.__name__, np.dtype(x.dtype).name, x.ndim)
+        if self._per_channel.get("key") != key:
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            self._per_channel = {"key": key, "stats": (xp.asarray(self.mean, dtype=x.dtype).reshape(shape),
+                                                       xp.asarray(self.std, dtype=x.dtype).reshape(shape))}
+        return self._per_channel["stats"]
 
     def forward(self, x, train=False):
         checks.check_float(x, "Normalize input")

@@ -11,6 +11,8 @@ shrink with the batch size) or 'none' (per-example losses, shape (N,)).
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import checks
 from .backend import get_xp
 from .errors import InputError
@@ -59,6 +61,8 @@ class SoftmaxCrossEntropy:
         d[xp.arange(N), self._labels] -= 1
         if self.reduction == "mean":
             d /= N
+        if np.isscalar(dloss):  # the usual 1.0: a Python scalar takes d's dtype, with no copy to a GPU
+            return d * dloss
         dloss = xp.asarray(dloss, dtype=d.dtype)
         if self.reduction == "none":
             return d * dloss.reshape(N, 1)

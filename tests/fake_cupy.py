@@ -29,6 +29,10 @@ import types
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
+# Copies between host and "device", counted so a test can say how often a training step crosses:
+# to_device (cupy.asarray of host data), to_host (.get(), float(), int(), bool(), item(), tolist())
+TRANSFERS = {"to_device": 0, "to_host": 0}
+
 IMPLICIT_CONVERSION = ("Implicit conversion to a NumPy array is not allowed. "
                        "Please use `.get()` to construct a NumPy array explicitly.")
 _NO_WRAP = {"item", "tolist", "tobytes"}  # methods that return host (Python) values, as CuPy's do
@@ -43,18 +47,22 @@ class DeviceArray(NDArrayOperatorsMixin):
     # -- explicit copies to the host, and Python scalars --------------------------------------------
     def get(self, order="C"):
         """A host copy, as cupy.ndarray.get()."""
+        TRANSFERS["to_host"] += 1
         return np.array(self._host, order=order)
 
     def __array__(self, dtype=None, copy=None):
         raise TypeError(IMPLICIT_CONVERSION)
 
     def __float__(self):
+        TRANSFERS["to_host"] += 1
         return float(self._host)
 
     def __int__(self):
+        TRANSFERS["to_host"] += 1
         return int(self._host)
 
     def __bool__(self):
+        TRANSFERS["to_host"] += 1
         return bool(self._host)
 
     def __len__(self):
@@ -102,6 +110,7 @@ class DeviceArray(NDArrayOperatorsMixin):
         if not callable(value):
             return _to_device(value, same_as=self)
         if name in _NO_WRAP:
+            TRANSFERS["to_host"] += 1
             return value
 
         def method(*args, **kwargs):
@@ -217,6 +226,7 @@ class FakeCupy(types.ModuleType):
         """A host -> device copy (the one door in), or ``x`` itself when already there."""
         if isinstance(x, DeviceArray):
             return x if dtype is None or x.dtype == np.dtype(dtype) else x.astype(dtype)
+        TRANSFERS["to_device"] += 1
         return DeviceArray(np.array(x, dtype=dtype))
 
     array = asarray

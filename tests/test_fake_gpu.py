@@ -25,6 +25,7 @@ from minirobust.robust import (RobustTrainer, TrainConfig, accuracy_vs_eps, adve
                                full_range_check, pgd, robust_accuracy, single_pixel)
 
 from .cuda_emulation import emulated_builder
+from . import fake_cupy
 from .fake_cupy import DeviceArray, FakeCupy
 
 
@@ -262,3 +263,23 @@ def test_the_gpu_benchmark_runs_on_the_stand_in(fake_gpu, tmp_path, capsys):
     assert [(r["batch"], r["case"]) for r in rows] == [(b, c) for b in (4, 8) for c in
                                                        ("plain step", "robust l_inf step", "PGD-10 attack")]
     assert "host emulation of a GPU" in capsys.readouterr().out
+
+
+def test_a_training_step_copies_its_batch_to_the_device_once(fake_gpu):
+    # data crosses once per batch, not per op: host -> device, the batch and its labels only (the
+    # normalisation constants and the loss's upstream 1.0 stay scalars or stay cached there);
+    # device -> host, the few scalars a step checks (finite inputs, label range) and reports
+    # (loss, correct count)
+    x, y = separable_images(100, seed=5)
+    for norm in (None, "inf", "2", "1"):
+        model = nets.paper_mnist(seed=0, mean=float(x.mean()), std=float(x.std()))
+        trainer = RobustTrainer(model, TrainConfig(norm=norm, eps=0.1 if norm else 0.0), log=None, progress=False)
+        trainer.train_step(x, y)
+        fake_cupy.TRANSFERS.update(to_device=0, to_host=0)
+        trainer.train_step(x, y)
+        assert fake_cupy.TRANSFERS["to_device"] == 2, (norm, fake_cupy.TRANSFERS)
+        assert fake_cupy.TRANSFERS["to_host"] <= (6 if norm else 4), (norm, fake_cupy.TRANSFERS)
+    xd, yd = mr.to_device(x), mr.to_device(y)  # already on the device: nothing to copy
+    fake_cupy.TRANSFERS.update(to_device=0, to_host=0)
+    trainer.train_step(xd, yd)
+    assert fake_cupy.TRANSFERS["to_device"] == 0
