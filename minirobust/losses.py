@@ -52,7 +52,8 @@ class SoftmaxCrossEntropy:
         return per_example
 
     def backward(self, dloss=1.0):
-        """dL/dlogits for upstream ``dloss`` (a scalar, or shape (N,) for reduction 'none')."""
+        """dL/dlogits for upstream ``dloss``: a scalar (for reduction 'none', the same upstream
+        gradient for every example), or shape (N,) for reduction 'none'."""
         if self._probs is None:
             raise RuntimeError("SoftmaxCrossEntropy.backward called before forward")
         xp = get_xp(self._probs)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from minirobust import kernels
-from minirobust.backend import get_backend, set_backend, to_device
+from minirobust.backend import get_backend, set_backend, to_device, to_host
 from minirobust.errors import InputError
 from minirobust.gradcheck import check_grad
 from minirobust.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, Normalize, ReLU
@@ -122,6 +122,12 @@ def test_softmax_cross_entropy_gradient(reduction, backend_name):
     labels = to_device(np.array([0, 3, 1, 1, 2]))
     report = check_grad(SoftmaxCrossEntropy(reduction), logits, forward_kwargs={"labels": labels})
     report.assert_ok(TOL)
+    if reduction == "none":  # a scalar upstream gradient goes to every example (the attacks use 1.0)
+        per_example, summed = SoftmaxCrossEntropy("none"), SoftmaxCrossEntropy("sum")
+        per_example.forward(logits, labels), summed.forward(logits, labels)
+        np.testing.assert_array_equal(to_host(per_example.backward(1.0)), to_host(summed.backward(1.0)))
+        np.testing.assert_allclose(to_host(per_example.backward(0.5)),
+                                   to_host(per_example.backward(to_device(np.full(5, 0.5)))))
 
 
 def test_softmax_cross_entropy_is_stable_and_correct():

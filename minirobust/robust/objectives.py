@@ -27,10 +27,9 @@ DLR_FLOOR = 1e-12  # keeps the DLR denominator away from 0 when the top logits t
 
 def cross_entropy(z, y, target=None):
     """CE of the true class (untargeted), or minus CE of ``target`` (targeted)."""
-    loss = SoftmaxCrossEntropy("sum")  # the gradient of the sum: each row its own example's
-    values = SoftmaxCrossEntropy("none").forward(z, y if target is None else target)
-    loss.forward(z, y if target is None else target)
-    dz = loss.backward()
+    loss = SoftmaxCrossEntropy("none")
+    values = loss.forward(z, y if target is None else target)
+    dz = loss.backward(1.0)  # upstream 1 for every example: each row its own example's gradient
     return (values, dz) if target is None else (-values, -dz)
 
 
