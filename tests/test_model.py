@@ -111,14 +111,15 @@ def test_repr_and_summary_show_the_fusion_choice():
         assert "fuse=True: fused stages on the reference tier" in repr(model)
 
 
-def test_one_call_steps_layer_by_layer_on_the_fast_tier():
-    model = nets.paper_mnist(seed=0)
-    x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+def test_one_call_steps_layer_by_layer_on_the_fast_tier(backend_name):
+    model = nets.paper_mnist(seed=0)  # on backend_name's device: the Numba tier, or the GPU tier
+    x = to_device(np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32))
     with kernels.policy("always"):
         model.forward(x)  # fused: the ReLU and pool layers hold nothing of their own
         assert model.layers[2]._mask is None and model.layers[3]._argmax is None
-        with model.layer_by_layer():  # the one call; the kernels stay on the Numba tier
-            assert kernels.tier_for(x) == "cpu"
+        assert f"fused stages on the {backend_name} tier" in repr(model)
+        with model.layer_by_layer():  # the one call; the kernels stay on the fast tier
+            assert kernels.tier_for(x) == backend_name
             model.forward(x)
             stages = [type(s).__name__ for s in model._stages]
             relu, pool = model.layers[2], model.layers[3]
