@@ -3,8 +3,8 @@
 glibc's malloc serves every allocation above ``M_MMAP_THRESHOLD`` (128 KiB to start with) with
 fresh pages from the kernel and unmaps them on free. A training step allocates and frees many
 arrays of megabytes (activations, masks, gradients), so every step pays thousands of page faults
-for memory it used a moment ago: measured on the paper's MNIST net, a robust step took 32 ms
-with the default and 23.5 ms with the settings below (a plain step 16.4 -> 12.2 ms).
+for memory it used a moment ago; on the paper's MNIST net that was about a quarter of a training
+step's time on the CPU (figures in benchmarks/README.md).
 
 ``tune_allocator()`` raises the mmap threshold to 32 MiB (glibc's maximum) and the trim
 threshold to 1 GiB, so freed blocks stay in the process heap and are reused. This is what deep

@@ -287,7 +287,7 @@ def _relu_maxpool_to_rows(dy, pos, S, drows, db):
 # first layer (C = 1, a 3x3 pool) that is at most a quarter of the multiply-adds of W.T @ drows,
 # which also multiplies every non-winner's zero, and it never writes drows or the columns.
 # Skipping the windows ReLU blocked with a branch measured faster than adding 0 * W[f] without
-# one (0.46-0.51 against 0.64-0.82 ms on the paper net's first convolution).
+# one, on the paper net's first convolution.
 
 @_Kernel
 def _shift_filters(W, KH, KW, CSH, CSW, TH, TW, rows):
@@ -471,7 +471,7 @@ def shifted_filters(W, KH, KW, conv_stride, dtype):
     TH, TW = window_patch(KH, KW, conv_stride, (CKH, CKW))
     rows = np.empty((F * KH * KW, -(-(C * TH * TW) // 16) * 16), dtype=dtype)
     # a kernel, not NumPy slices: it runs once per backward, and for the paper net's second
-    # convolution (1.2 MB of rows) NumPy's zeros + slice copies took 0.2 ms of it
+    # convolution (1.2 MB of rows) NumPy's zeros + slice copies were a visible part of it
     _shift_filters(np.ascontiguousarray(W, dtype=dtype), KH, KW, CSH, CSW, TH, TW, rows)
     return rows, TH, TW
 

@@ -5,17 +5,17 @@ worker threads) and our kernels (Numba, with its own worker threads), dozens of 
 Out of the box both pools get in each other's way on a small machine:
 
 * OpenBLAS keeps a worker spinning for 2^28 CPU cycles (~0.1 s) after every product, waiting
-  for the next one. The Numba kernel that runs next then shares a core with it: measured on
-  the paper net's first pooling kernel (2 cores), 1.0 ms right after a product, 0.5 ms when
-  OpenBLAS's worker sleeps.
-* Numba's OpenMP layer spins too, by default; next to a spinning OpenBLAS a kernel launch took
-  up to 4.5 ms. Its ``workqueue`` layer sleeps instead, but wakes its workers through two
-  rounds of condition variables per kernel: 70-110 us a launch, and a step launches ~15.
+  for the next one. The Numba kernel that runs next then shares a core with it and runs about
+  twice as slowly as when OpenBLAS's worker sleeps.
+* Numba's OpenMP layer spins too, by default, and next to a spinning OpenBLAS a kernel launch
+  can stall for milliseconds. Its ``workqueue`` layer sleeps instead, but wakes its workers
+  through two rounds of condition variables per kernel, and a step launches ~15 kernels.
 
 ``configure()`` makes both sleep when idle: OpenBLAS gets its shortest thread timeout (2^4
-cycles) and Numba the OpenMP layer with ``OMP_WAIT_POLICY=passive`` (a launch then costs
-30-50 us and the calling thread works too). Measured on the paper's net, batch 100, 2 cores,
-three alternating runs: plain step 8.2 -> 6.2 ms, robust step 15.3 -> 11.3 ms.
+cycles) and Numba the OpenMP layer with ``OMP_WAIT_POLICY=passive`` (a launch is then cheaper
+than the workqueue's, and the calling thread works too). On the paper's net, batch 100, 2 cores,
+this took about a quarter off both the plain and the robust step (figures in
+benchmarks/README.md).
 
 Whatever you set yourself wins: ``NUMBA_THREADING_LAYER``, ``OMP_WAIT_POLICY`` and
 ``OPENBLAS_THREAD_TIMEOUT`` from the environment are left alone, and
