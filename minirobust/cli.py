@@ -26,9 +26,12 @@ from pathlib import Path
 from .errors import InputError, MinirobustError
 
 
+def _add_backend(p, help="where arrays live (default: $MINIROBUST_BACKEND or cpu)"):
+    p.add_argument("--backend", choices=("cpu", "gpu"), default=None, help=help)
+
+
 def _add_common(p):
-    p.add_argument("--backend", choices=("cpu", "gpu"), default=None,
-                   help="where arrays live (default: $MINIROBUST_BACKEND or cpu)")
+    _add_backend(p)
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
 
 
@@ -499,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runner", default="local", choices=("local", "dask"))
     p.add_argument("--workers", type=_positive_int, default=2, help="processes (local) or Dask workers (LocalCluster)")
     p.add_argument("--scheduler", default=None, help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    _add_backend(p, "where the workers' arrays live (default: $MINIROBUST_BACKEND or cpu); gpu: they share the card")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sweep)
 

@@ -27,12 +27,13 @@ def test_help_and_bad_flag():
     assert out.returncode == 2 and "invalid choice" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_backend_gpu_without_a_gpu_fails_at_once_with_one_line():
+def test_backend_gpu_without_a_gpu_fails_at_once_with_one_line(tmp_path):
     from minirobust.backend import gpu_available
 
     if gpu_available()[0]:
         pytest.skip("a GPU is here: the flag works (tests/test_gpu.py)")
-    for args, env in ((("train", "--backend", "gpu", "--epochs", "1"), {}), (("info",), {"MINIROBUST_BACKEND": "gpu"})):
+    for args, env in ((("train", "--backend", "gpu", "--epochs", "1"), {}), (("info",), {"MINIROBUST_BACKEND": "gpu"}),
+                      (("sweep", "--backend", "gpu", "--dataset", "synthetic", "--out", str(tmp_path / "s")), {})):
         out = run_cli(*args, env={**os.environ, **env}, timeout=60)
         assert out.returncode == 2 and out.stdout == "", out.stdout
         assert out.stderr.count("\n") == 1 and "backend 'gpu' is unavailable" in out.stderr, out.stderr

@@ -283,3 +283,18 @@ def test_a_training_step_copies_its_batch_to_the_device_once(fake_gpu):
     fake_cupy.TRANSFERS.update(to_device=0, to_host=0)
     trainer.train_step(xd, yd)
     assert fake_cupy.TRANSFERS["to_device"] == 0
+
+
+def _worker_backend(_):
+    return os.environ.get("MINIROBUST_BACKEND")
+
+
+def test_sweep_workers_take_the_drivers_backend(fake_gpu):
+    # `minirobust sweep --backend gpu`: the flag sets the driver's backend, and the spawned
+    # workers start with it in their environment (they cannot share the driver's CUDA context)
+    from minirobust.experiments.runners import LocalRunner, worker_environment
+
+    assert worker_environment()["MINIROBUST_BACKEND"] == "gpu"
+    assert dict(LocalRunner(1).map(_worker_backend, {"run": None})) == {"run": "gpu"}
+    mr.set_backend("cpu")
+    assert dict(LocalRunner(1).map(_worker_backend, {"run": None})) == {"run": "cpu"}

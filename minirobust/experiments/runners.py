@@ -7,7 +7,9 @@ checkpoint, so a run that dies with its worker is simply started again and conti
 last checkpoint left it.
 
 Each worker gets one BLAS thread and one Numba thread (the machine's cores are shared by the
-workers, not fought over by their thread pools).
+workers, not fought over by their thread pools), and the driver's backend (``--backend`` /
+``MINIROBUST_BACKEND``): with ``gpu`` every worker trains on the GPU, all of them sharing the card.
+Workers of an existing Dask cluster (``--scheduler``) keep their own environment.
 """
 
 from __future__ import annotations
@@ -19,9 +21,15 @@ import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
+from ..backend import get_backend
 from ..errors import MinirobustError
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+
+
+def worker_environment() -> dict:
+    """The environment a worker process starts with: one thread per pool, the driver's backend."""
+    return {**ONE_THREAD, "MINIROBUST_BACKEND": get_backend()}
 
 
 class SweepError(MinirobustError, RuntimeError):
@@ -76,7 +84,7 @@ class LocalRunner:
         pending = dict(tasks)
         context = multiprocessing.get_context("spawn")
         while pending:
-            with _environment(ONE_THREAD), ProcessPoolExecutor(min(self.workers, len(pending)), mp_context=context,
+            with _environment(worker_environment()), ProcessPoolExecutor(min(self.workers, len(pending)), mp_context=context,
                                                                initializer=_exit_with_parent) as pool:
                 futures = {pool.submit(fn, arg): key for key, arg in pending.items()}
                 try:
@@ -112,7 +120,7 @@ class DaskRunner:
         if self.scheduler:
             return Client(self.scheduler), None
         cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, env=ONE_THREAD)
+                               dashboard_address=None, env=worker_environment())
         return Client(cluster), cluster
 
     def map(self, fn, tasks: dict):
