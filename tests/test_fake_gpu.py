@@ -27,6 +27,7 @@ from minirobust.robust import (RobustTrainer, TrainConfig, accuracy_vs_eps, adve
 from .cuda_emulation import emulated_builder
 from . import fake_cupy
 from .fake_cupy import DeviceArray, FakeCupy
+from .test_reproduce_cifar10 import BUILDER, small_cifar  # noqa: F401 - small_cifar: a fixture, shared
 
 
 @pytest.fixture(scope="module")
@@ -298,3 +299,20 @@ def test_sweep_workers_take_the_drivers_backend(fake_gpu):
     assert dict(LocalRunner(1).map(_worker_backend, {"run": None})) == {"run": "gpu"}
     mr.set_backend("cpu")
     assert dict(LocalRunner(1).map(_worker_backend, {"run": None})) == {"run": "cpu"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BUILDER.exists(), reason=f"no CIFAR-10 builder at {BUILDER}")
+def test_reproduce_cifar10_runs_with_backend_gpu(fake_gpu, small_cifar, tmp_path):
+    # the CIFAR-10 experiment (BatchNorm VGG, four nets, ACIFAR, curves, PGD, figures) on the gpu
+    # backend, at tiny sizes; its BatchNorm ops run as the reference tier's CuPy array code
+    import json
+
+    from minirobust.cli import main
+
+    assert main(["reproduce", "cifar10", "--backend", "gpu", "--quick", "--n-train", "200", "--n-test", "100",
+                 "--width", "0.0625", "--data-dir", str(small_cifar), "--results-dir", str(tmp_path / "results"),
+                 "--runs-dir", str(tmp_path / "runs"), "--no-progress"]) == 0
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert set(results["table"]) == {"baseline", "linf", "l2", "l1"} and results["acifar"]["baseline_acc"] == 0.0
+    assert (tmp_path / "results" / "table.md").exists()
