@@ -84,8 +84,9 @@ class LocalRunner:
         pending = dict(tasks)
         context = multiprocessing.get_context("spawn")
         while pending:
-            with _environment(worker_environment()), ProcessPoolExecutor(min(self.workers, len(pending)), mp_context=context,
-                                                               initializer=_exit_with_parent) as pool:
+            workers = min(self.workers, len(pending))
+            with _environment(worker_environment()), ProcessPoolExecutor(workers, mp_context=context,
+                                                                         initializer=_exit_with_parent) as pool:
                 futures = {pool.submit(fn, arg): key for key, arg in pending.items()}
                 try:
                     for future in as_completed(futures):
