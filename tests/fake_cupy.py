@@ -3,9 +3,10 @@
 ``DeviceArray`` holds a NumPy array but is not one, so it behaves as ``cupy.ndarray`` does
 (cupy/_core/core.pyx) in the ways that make code fail on a real card:
 
-* implicit conversion to NumPy is refused: ``np.asarray(d)``, ``np.array(d)``, ``np.savez(f, a=d)``
-  raise CuPy's ``TypeError("Implicit conversion to a NumPy array is not allowed ...")``;
-  ``d.get()``, ``cupy.asnumpy(d)``, ``float(d)``, ``int(d)``, ``d.item()``, ``d.tolist()`` work;
+* implicit conversion to NumPy is refused: ``np.asarray(d)``, ``np.array(d)``,
+  ``np.testing.assert_allclose(d, ...)`` raise CuPy's ``TypeError("Implicit conversion to a NumPy
+  array is not allowed ...")``; ``d.get()``, ``cupy.asnumpy(d)``, ``float(d)``, ``int(d)``,
+  ``d.item()``, ``d.tolist()`` work (and are counted in ``TRANSFERS``, as are host -> device copies);
 * a device array and a host (NumPy) array in one ufunc, NumPy function, ``cupy.*`` function,
   kernel launch or ``d[...] = host_array`` raise ``TypeError("Unsupported type ...")``
   (NumPy arrays as *indices* are allowed, as CuPy converts them);
