@@ -24,8 +24,8 @@ from minirobust.optim import Adam
 from minirobust.robust import (RobustTrainer, TrainConfig, accuracy_vs_eps, adversarial_set, fast_method,
                                full_range_check, pgd, robust_accuracy, single_pixel)
 
-from .cuda_emulation import emulated_builder
 from . import fake_cupy
+from .cuda_emulation import emulated_builder
 from .fake_cupy import DeviceArray, FakeCupy
 from .test_reproduce_cifar10 import BUILDER, small_cifar  # noqa: F401 - small_cifar: a fixture, shared
 
