@@ -8,7 +8,6 @@ here as it will on a card, so the GPU tests themselves are checked before device
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -39,17 +38,10 @@ def pytest_configure(config):
 
 
 def _install_the_gpu_stand_in():
-    from minirobust import backend  # noqa: PLC0415
-    from minirobust.kernels import gpu  # noqa: PLC0415
+    from .cuda_emulation import emulated_builder, install_gpu_stand_in  # noqa: PLC0415
 
-    from .cuda_emulation import emulated_builder  # noqa: PLC0415
-    from .fake_cupy import FakeCupy  # noqa: PLC0415
-
-    sys.modules["cupy"] = FakeCupy()
-    backend._cupy, backend._cupy_error = None, None
-    gpu.build_kernels = emulated_builder(Path(tempfile.mkdtemp(prefix="minirobust_cuda_host_")),
-                                         device_arrays_only=True)
-    gpu._built = {}
+    install_gpu_stand_in(emulated_builder(Path(tempfile.mkdtemp(prefix="minirobust_cuda_host_")),
+                                          device_arrays_only=True))
 
 
 def pytest_collection_modifyitems(config, items):

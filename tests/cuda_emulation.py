@@ -10,15 +10,18 @@ this way; the GPU tier has none (every kernel is a per-output gather), so all of
 from __future__ import annotations
 
 import ctypes
+import operator
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from minirobust import backend
 from minirobust.kernels import gpu
 
-from .fake_cupy import DeviceArray, host_buffer
+from .fake_cupy import DeviceArray, FakeCupy, host_buffer
 
 _SCALARS = {np.dtype(np.int64): ctypes.c_longlong, np.dtype(np.float32): ctypes.c_float,
             np.dtype(np.float64): ctypes.c_double}
@@ -74,3 +77,14 @@ def emulated_builder(out_dir: Path, device_arrays_only: bool = False):
         return gpu._FunctionTable(lookup)
 
     return build
+
+
+def install_gpu_stand_in(builder, set_attribute=setattr, set_item=operator.setitem):
+    """Run minirobust's gpu backend on the host: FakeCupy as ``cupy`` and ``builder``'s kernels.
+    The test fixture passes monkeypatch's setters (undone after the test); conftest.py the plain
+    ones (for a whole session, MINIROBUST_TEST_FAKE_GPU=1)."""
+    set_item(sys.modules, "cupy", FakeCupy())
+    set_attribute(backend, "_cupy", None)
+    set_attribute(backend, "_cupy_error", None)
+    set_attribute(gpu, "build_kernels", builder)
+    set_attribute(gpu, "_built", {})

@@ -19,13 +19,12 @@ import minirobust as mr
 from minirobust import backend, checkpoint, nets
 from minirobust.data import separable_images
 from minirobust.gradcheck import check_grad
-from minirobust.kernels import gpu
 from minirobust.optim import Adam
 from minirobust.robust import (RobustTrainer, TrainConfig, accuracy_vs_eps, adversarial_set, fast_method,
                                full_range_check, pgd, robust_accuracy, single_pixel)
 
 from . import fake_cupy
-from .cuda_emulation import emulated_builder
+from .cuda_emulation import emulated_builder, install_gpu_stand_in
 from .fake_cupy import DeviceArray, FakeCupy
 from .test_reproduce_cifar10 import BUILDER, small_cifar  # noqa: F401 - small_cifar: a fixture, shared
 
@@ -42,11 +41,7 @@ def fake_gpu(kernels_for_the_host, monkeypatch):
     """The gpu backend, on the host: FakeCupy as ``cupy``, the kernels compiled by g++."""
     if backend.gpu_available()[0] and backend._cupy is not None and not isinstance(backend._cupy, FakeCupy):
         pytest.skip("a real GPU is present: test_gpu.py covers it")
-    monkeypatch.setitem(sys.modules, "cupy", FakeCupy())
-    monkeypatch.setattr(backend, "_cupy", None)
-    monkeypatch.setattr(backend, "_cupy_error", None)
-    monkeypatch.setattr(gpu, "build_kernels", kernels_for_the_host)
-    monkeypatch.setattr(gpu, "_built", {})
+    install_gpu_stand_in(kernels_for_the_host, monkeypatch.setattr, monkeypatch.setitem)
     old = backend.get_backend()
     mr.set_backend("gpu")
     yield
