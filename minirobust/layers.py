@@ -373,7 +373,7 @@ class Normalize(Layer):
             raise InputError(f"Normalize: mean has {len(self.mean)} entries, std {len(self.std)}")
         if not all(np.isfinite(v) for v in self.mean + self.std) or not min(self.std) > 0:
             raise InputError(f"Normalize: mean and std must be finite and std positive, got {self.mean}, {self.std}")
-        self._per_channel = {}  # the per-channel arrays of _stats, for one array module and dtype
+        self._per_channel = None  # (key, mean, std): _stats' arrays for one array module, dtype and rank
 
     def config(self):
         return dict(mean=self.mean, std=self.std)
@@ -387,11 +387,11 @@ class Normalize(Layer):
         checks.check_axis(x, 1, len(self.mean), "channels", "Normalize input")
         xp = get_xp(x)
         key = (xp.__name__, np.dtype(x.dtype).name, x.ndim)
-        if self._per_channel.get("key") != key:
+        if self._per_channel is None or self._per_channel[0] != key:
             shape = (1, -1) + (1,) * (x.ndim - 2)
-            self._per_channel = {"key": key, "stats": (xp.asarray(self.mean, dtype=x.dtype).reshape(shape),
-                                                       xp.asarray(self.std, dtype=x.dtype).reshape(shape))}
-        return self._per_channel["stats"]
+            self._per_channel = (key, xp.asarray(self.mean, dtype=x.dtype).reshape(shape),
+                                 xp.asarray(self.std, dtype=x.dtype).reshape(shape))
+        return self._per_channel[1:]
 
     def forward(self, x, train=False):
         checks.check_float(x, "Normalize input")
