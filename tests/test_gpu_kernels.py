@@ -24,6 +24,7 @@ from minirobust.robust import RobustTrainer, TrainConfig
 from .cuda_emulation import emulated_builder
 from .tier_calls import HostCalls
 
+REAL_BUILDER = gpu.build_kernels  # CuPy's, before any fixture swaps in the host emulation
 ARCHS = ("sm_90", "sm_75")  # the H200's, and the oldest CUDA 13 still compiles for
 
 
@@ -86,23 +87,38 @@ def test_the_kernels_hard_code_no_float_type():
 
 
 @pytest.fixture(scope="module")
-def emulated(tmp_path_factory):
-    """kernels/gpu.py with its kernels compiled for the host; NumPy arrays in and out."""
+def host_builder(tmp_path_factory):
+    """The kernels compiled for the host once per module (the builder caches each dtype's library)."""
     if shutil.which("g++") is None:
         pytest.skip("g++ is not on the PATH: cannot emulate the CUDA kernels")
-    saved_builder, saved_built = gpu.build_kernels, dict(gpu._built)
-    gpu.build_kernels, gpu._built = emulated_builder(tmp_path_factory.mktemp("cuda_host")), {}
+    return emulated_builder(tmp_path_factory.mktemp("cuda_host"))
+
+
+def _swapped_builder(builder):
+    saved = gpu.build_kernels, gpu._built
+    gpu.build_kernels, gpu._built = builder, {}
+    return saved
+
+
+@pytest.fixture
+def emulated(host_builder):
+    """kernels/gpu.py with its kernels compiled for the host; NumPy arrays in and out. Swapped in
+    for one test and back out after it, so a test on the card never meets the emulation."""
+    saved = _swapped_builder(host_builder)
     yield gpu
-    gpu.build_kernels, gpu._built = saved_builder, saved_built
+    gpu.build_kernels, gpu._built = saved
 
 
-@pytest.fixture(scope="module", params=["host-emulation", pytest.param("device", marks=pytest.mark.gpu)])
+@pytest.fixture(params=["host-emulation", pytest.param("device", marks=pytest.mark.gpu)])
 def gpu_tier(request):
     """The GPU tier's ops with NumPy arrays in and out: run serially on the host (every CI run),
-    or (marker gpu) on the card."""
-    if request.param == "device":
-        return HostCalls(gpu, to_gpu)
-    return request.getfixturevalue("emulated")
+    or (marker gpu) on the card, with the builder the backend had at import (CuPy's)."""
+    if request.param != "device":
+        yield request.getfixturevalue("emulated")
+        return
+    saved = _swapped_builder(REAL_BUILDER)
+    yield HostCalls(gpu, to_gpu)
+    gpu.build_kernels, gpu._built = saved
 
 
 GEOMETRIES = [  # (N, C, H, W, KH, KW, SH, SW, PH, PW): padding, stride > 1, overlap, odd sizes
