@@ -200,19 +200,34 @@ def cmd_train(args):
         raise MinirobustError(f"unknown net {args.net!r}; known: {sorted(nets.NETS)}")
     if args.resume and not args.out:
         raise InputError("--resume needs --out (the run folder to resume from)")
-    if args.norm is None and (args.alpha is not None or args.ascent_steps != 1 or args.attack_mode != "eval"):
-        raise InputError("--alpha, --ascent-steps and --attack-mode shape the ascent step: they need --norm")
+    ascent_flags = (args.alpha, args.ascent_steps, args.step_size, args.beta, args.eps_ramp or None,
+                    args.monitor or None, args.stop_on_overfit or None)
+    if args.norm is None and (any(v is not None for v in ascent_flags) or args.attack_mode != "eval"
+                              or args.method != "paper"):
+        raise InputError("--method, --alpha, --ascent-steps, --step-size, --beta, --eps-ramp, --monitor, "
+                         "--stop-on-overfit and --attack-mode shape robust training: they need --norm and --eps")
+    if args.stop_on_overfit and not args.monitor:
+        raise InputError("--stop-on-overfit needs --monitor N (the held-out images the monitor attacks)")
     _writable_folder(args.out, "--out")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                          decay=args.decay, weight_decay=args.weight_decay, norm=args.norm, eps=args.eps,
-                         ascent_steps=args.ascent_steps, alpha=args.alpha, clip=not args.no_clip, seed=args.seed,
-                         lr_halve_every=args.lr_halve_every, attack_mode=args.attack_mode)
+                         method=args.method, ascent_steps=args.ascent_steps, ascent_step_size=args.step_size,
+                         alpha=args.alpha, beta=6.0 if args.beta is None else args.beta,
+                         eps_ramp_epochs=args.eps_ramp, clip=not args.no_clip, seed=args.seed,
+                         lr_halve_every=args.lr_halve_every, attack_mode=args.attack_mode,
+                         stop_on_overfit=args.stop_on_overfit)
     config.validate()
     x, y, xt, yt, mean, std = _load_arrays(args)
+    monitor = None
+    if args.monitor:  # held out from the END of the training images: never trained on, never the test set
+        if args.monitor >= len(x):
+            raise InputError(f"--monitor {args.monitor}: needs fewer than the {len(x)} training images")
+        x, y, monitor = x[: -args.monitor], y[: -args.monitor], (x[-args.monitor :], y[-args.monitor :])
     model = nets.NETS[args.net](seed=args.seed, mean=mean, std=std)
     trainer = RobustTrainer(model, config, out_dir=args.out, resume=args.resume, progress=not args.no_progress,
-                            data={"dataset": args.dataset, "n_train": args.n_train, "net": args.net})
-    trainer.fit(x, y)
+                            data={"dataset": args.dataset, "n_train": args.n_train, "net": args.net,
+                                  **({"monitor": args.monitor} if args.monitor else {})})
+    trainer.fit(x, y, monitor=monitor)
     print(f"test accuracy {100 * model.accuracy(xt, yt):.2f}% on {len(xt)} images")
     if args.norm is not None and args.eps > 0:
         r = robust_accuracy(model, xt, yt, args.norm, args.eps, method="fast")
@@ -442,7 +457,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=_nonneg_float, default=2e-3)
     p.add_argument("--attack-mode", choices=("eval", "train"), default="eval",
                    help="the ascent step's mode: eval (default) or train (dropout on, BatchNorm on batch statistics)")
-    p.add_argument("--ascent-steps", type=_positive_int, default=1, help="projected ascent steps per batch")
+    p.add_argument("--method", choices=("paper", "pgd", "fgsm-rs", "trades"), default="paper",
+                   help="paper: Algorithm 1 (default); pgd: Madry's PGD-AT; fgsm-rs: Wong's FGSM with a random "
+                        "start; trades: Zhang's TRADES")
+    p.add_argument("--ascent-steps", type=_positive_int, default=None,
+                   help="ascent steps per batch (default: the method's: paper, fgsm-rs 1; pgd, trades 10)")
+    p.add_argument("--step-size", type=_positive_float, default=None,
+                   help="ascent step size (default: 2.5*eps/steps; fgsm-rs 1.25*eps)")
+    p.add_argument("--beta", type=_nonneg_float, default=None, help="trades: weight of the KL term (default 6)")
+    p.add_argument("--eps-ramp", type=_nonneg_float, default=0.0, metavar="EPOCHS",
+                   help="grow eps linearly from 0 over this many epochs (default 0: full eps at once)")
+    p.add_argument("--monitor", type=_nonneg_int, default=0, metavar="N",
+                   help="hold out the last N training images; PGD accuracy on them after each epoch "
+                        "(pgd_acc_monitor), and a line when catastrophic overfitting shows")
+    p.add_argument("--stop-on-overfit", action="store_true",
+                   help="with --monitor: on catastrophic overfitting restore the best model and stop")
     p.add_argument("--alpha", type=_finite_float, default=None,
                    help="Goodfellow's objective alpha*J(x) + (1-alpha)*J(x'); default: J(x') only")
     p.add_argument("--no-clip", action="store_true", help="do not clip x' to [0, 1] (the paper's setting)")

@@ -70,6 +70,21 @@ class Optimizer:
     def state_arrays(self) -> dict:
         return {f"{kind}/{name}": to_host(v) for kind, d in self.state.items() for name, v in d.items()}
 
+    state_kinds: tuple = ()  # the names of the per-parameter buffers this optimiser keeps
+
+    def check_state_arrays(self, arrays: dict):
+        """Raise ValueError unless every buffer is 'kind/parameter' of this optimiser, with its
+        parameter's shape and a float dtype (a tampered file or another optimiser's state)."""
+        params = self.model.parameters()
+        for key, value in arrays.items():
+            kind, _, name = key.partition("/")
+            if kind not in self.state_kinds or name not in params:
+                raise ValueError(f"optimizer buffer {key!r} belongs to no parameter of this model "
+                                 f"({type(self).__name__} keeps {sorted(self.state_kinds)})")
+            if tuple(value.shape) != tuple(params[name].shape) or value.dtype.kind != "f":
+                raise ValueError(f"optimizer buffer {key!r} has shape {tuple(value.shape)} and dtype "
+                                 f"{value.dtype}; the parameter is {tuple(params[name].shape)}")
+
     def load_state_arrays(self, arrays: dict, t: int):
         self.state = {}
         for key, value in arrays.items():
@@ -83,6 +98,8 @@ class Optimizer:
 
 class SGD(Optimizer):
     """v <- momentum*v - lr*g; W <- W + v  (Nesterov: W <- W + momentum*v - lr*g)."""
+
+    state_kinds = ("velocity",)
 
     def __init__(self, model, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, decay=0.0):
         super().__init__(model, lr, weight_decay, decay)
@@ -111,6 +128,8 @@ class SGD(Optimizer):
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba 2015) with bias correction."""
+
+    state_kinds = ("m", "v")
 
     def __init__(self, model, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decay=0.0):
         super().__init__(model, lr, weight_decay, decay)

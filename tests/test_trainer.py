@@ -15,7 +15,7 @@ from minirobust.data import separable_images
 from minirobust.errors import CheckpointError, InputError, TrainingError
 from minirobust.robust import Ball, RobustTrainer, TrainConfig, ascent, fast_method, per_example_loss, pgd, robust_accuracy
 from minirobust.robust import attacks as attacks_module
-from minirobust.robust import trainer as trainer_module
+from minirobust.robust import methods as methods_module
 
 from .helpers import mnist_arrays, test_batch, train_mnist, trained_baseline
 
@@ -62,7 +62,7 @@ def test_trainer_and_attacks_share_one_ascent_routine(norm, eps, backend_name, m
     np.testing.assert_array_equal(to_host(unclipped),
                                   to_host(fast_method(model, x, y, norm=norm, eps=eps, bounds=None).x_adv))
     calls = []
-    monkeypatch.setattr(trainer_module, "ascend", lambda *a, **kw: calls.append("trainer") or ascent.ascend(*a, **kw))
+    monkeypatch.setattr(methods_module, "ascend", lambda *a, **kw: calls.append("trainer") or ascent.ascend(*a, **kw))
     monkeypatch.setattr(attacks_module, "ascend", lambda *a, **kw: calls.append("attack") or ascent.ascend(*a, **kw))
     step = ascent.projected_step
     monkeypatch.setattr(attacks_module, "projected_step", lambda *a: calls.append("pgd step") or step(*a))
@@ -129,15 +129,15 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, monkeypatch):
     model = nets.paper_mnist(seed=0)
     trainer = RobustTrainer(model, TrainConfig(epochs=3, batch_size=50), out_dir=tmp_path, log=lambda *_: None,
                             progress=False)
-    original = trainer.descent_gradients
+    original = trainer.method.step
     state = {"calls": 0}
 
-    def poisoned(xb, yb):
+    def poisoned(*args):
         state["calls"] += 1
-        loss, grads, correct = original(xb, yb)
+        loss, grads, correct = original(*args)
         return (float("nan") if state["calls"] == 6 else loss), grads, correct  # 2nd step of epoch 2
 
-    monkeypatch.setattr(trainer, "descent_gradients", poisoned)
+    monkeypatch.setattr(trainer.method, "step", poisoned)
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, step 2.*checkpoint.npz \(epoch 1\)"):
         trainer.fit(x, y)
     ckpt = checkpoint.load(tmp_path / "checkpoint.npz")
@@ -243,7 +243,7 @@ def test_a_run_folder_holds_one_run_at_a_time_and_a_killed_run_leaves_no_stale_l
                           log=None, progress=False)
     second = RobustTrainer(nets.paper_mnist(seed=1), TrainConfig(epochs=1, batch_size=50), out_dir=tmp_path,
                            log=None, progress=False)
-    with first._run_folder_lock():  # the first run is training
+    with first.folder.lock():  # the first run is training
         with pytest.raises(TrainingError, match="is in use by another training run"):
             second.fit(x, y)
     assert not (tmp_path / "model.npz").exists()  # the refused run wrote nothing

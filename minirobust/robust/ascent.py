@@ -43,7 +43,7 @@ def ascent_gradient(model, x, y, targeted=False, train=False):
 
 
 def ascend(model, x, y, ball: Ball, steps: int = 1, step_size=None, start=None, bounds=(0.0, 1.0),
-           targeted=False, train=False):
+           targeted=False, train=False, gradient=None):
     """Worst-case inputs x' in ``ball`` around ``x`` (first order), for labels ``y``.
 
     x: (N, ...) inputs; y: (N,) labels (host arrays are moved to the model's device, as
@@ -53,6 +53,8 @@ def ascend(model, x, y, ball: Ball, steps: int = 1, step_size=None, start=None, 
     from ``x + project(start)`` when a start offset (N, ...) is given.
     ``train``: take the gradients in training mode (dropout on, BatchNorm on batch statistics),
     as the paper's authors did in Algorithm 1; attacks always use evaluation mode.
+    ``gradient``: a function x_adv -> the gradient to climb there, for an objective other than
+    the cross-entropy of ``y`` (TRADES climbs a KL divergence); default ``ascent_gradient``.
     Returns x' (a new array; ``x`` is not modified).
     """
     steps = int(steps)
@@ -60,12 +62,15 @@ def ascend(model, x, y, ball: Ball, steps: int = 1, step_size=None, start=None, 
         raise InputError(f"steps must be >= 1, got {steps}")
     x, y = model.on_device(x, "ascent input"), model.on_device(y, "labels")
     start = model.on_device(start, "start offset")
+    if gradient is None:
+        def gradient(x_at):
+            return ascent_gradient(model, x_at, y, targeted, train)
     if steps == 1 and start is None and step_size is None:
-        return clip_to_bounds(x + ball.steepest_ascent(ascent_gradient(model, x, y, targeted, train)), bounds)
+        return clip_to_bounds(x + ball.steepest_ascent(gradient(x)), bounds)
     alpha = default_step_size(ball.eps, steps) if step_size is None else float(step_size)
     x_adv = x if start is None else clip_to_bounds(x + ball.project(start), bounds)
     for _ in range(steps):
-        x_adv = projected_step(x, x_adv, ascent_gradient(model, x_adv, y, targeted, train), ball, alpha, bounds)
+        x_adv = projected_step(x, x_adv, gradient(x_adv), ball, alpha, bounds)
     return x_adv
 
 

@@ -1,44 +1,35 @@
-"""Algorithm 1 of Shaham, Yamada & Negahban: robust optimization by alternating steps.
+"""Training runs: a method (what the descent is taken on) inside a run (epochs, checkpoints).
 
-For each minibatch (x, y):
+Algorithm 1 of Shaham, Yamada & Negahban is the default method, ``paper``. For each minibatch:
     1. ascent:  x' = x + argmax_{delta in U} <grad_x J(theta, x, y), delta>
                 (one steepest-ascent step, or k projected steps; a backward pass that
                  skips parameter gradients, since only grad_x is needed)
     2. descent: theta <- theta - lr * grad_theta J(theta, x', y)   (the perturbed batch only)
 
-``norm=None`` is plain training. ``alpha`` gives Goodfellow et al.'s objective
-alpha * J(x) + (1 - alpha) * J(x') as the special case it is (l_inf ball, one step).
-
-The trainer writes, to ``out_dir``: ``checkpoint.npz`` after every epoch (atomic),
-``metrics.jsonl`` (one JSON line per epoch) and ``model.npz`` at the end. ``resume=True``
-continues from the checkpoint with the same data order (the shuffling RNG state is saved).
+The other methods (``pgd``, ``fgsm-rs``, ``trades``; see methods.py) change what the ascent
+starts from and what the descent is taken on; this file is the same for all of them:
+the optimiser step, the eps ramp, the epoch loop, the overfitting monitor, and the run folder
+(run_folder.py: lock, atomic checkpoints, metrics, resume with the same data order and the same
+random starts).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
-
-from .. import checkpoint, kernels
-from ..backend import get_xp
+from .. import kernels
+from ..backend import get_xp, to_host
 from ..data.batches import iterate_minibatches
 from ..errors import CheckpointError, InputError, TrainingError
-from ..losses import SoftmaxCrossEntropy
 from ..optim import SGD
-from .ascent import ascend
 from .balls import Ball
+from .methods import METHODS, descend_on, make_method
+from .monitor import OverfitMonitor
+from .run_folder import RunFolder, whole_number
 
 
 @dataclass
@@ -53,30 +44,48 @@ class TrainConfig:
     weight_decay: float = 2e-3  # = Keras l2(1e-3), the authors' setting (see optim.py)
     norm: str | None = None  # None: plain training; "inf", "2", "1", or any p >= 1
     eps: float = 0.0  # radius of the uncertainty set, in [0, 1] pixel units
-    ascent_steps: int = 1  # 1: the paper's single step; k > 1: projected steps
-    ascent_step_size: float | None = None  # for k > 1 (default 2.5 * eps / k)
-    alpha: float | None = None  # Goodfellow's mix weight of the clean loss; None: perturbed only
+    method: str = "paper"  # paper | pgd | fgsm-rs | trades (methods.py)
+    ascent_steps: int | None = None  # None: the method's own (paper, fgsm-rs: 1; pgd, trades: 10)
+    ascent_step_size: float | None = None  # None: the method's own (2.5 * eps / k; fgsm-rs 1.25 * eps)
+    alpha: float | None = None  # paper only: Goodfellow's mix weight of the clean loss; None: perturbed only
+    beta: float = 6.0  # trades only: the weight of the KL term
+    eps_ramp_epochs: float = 0.0  # grow eps linearly from 0 over this many epochs (0: full eps at once)
     clip: bool = True  # clip x' to the input bounds; False reproduces the paper's setting
     bounds: tuple = (0.0, 1.0)
     seed: int = 0
     lr_halve_every: int = 0  # epochs: halve the lr every this many epochs (0: never)
     attack_mode: str = "eval"  # the ascent step's mode: "eval", or "train" (the paper's authors')
+    monitor_steps: int = 10  # PGD steps of the overfitting monitor (when fit is given a monitor batch)
+    overfit_margin: float = 0.2  # a fall of PGD accuracy below its best that counts as a collapse
+    stop_on_overfit: bool = False  # on a collapse: restore the best model and stop (Wong's early stop)
 
     def validate(self):
         if self.epochs < 0 or self.batch_size < 1:
             raise InputError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
+        if self.method not in METHODS:
+            raise InputError(f"unknown training method {self.method!r}: choose one of {', '.join(METHODS)}")
         if self.norm is not None:
             Ball(self.norm, self.eps)  # raises on an unknown norm or a bad eps
         elif self.eps:
             raise InputError("eps given without a norm: choose --norm inf|2|1 (or eps 0 for plain training)")
-        if self.ascent_steps < 1:
+        if self.norm is None and self.method != "paper":
+            raise InputError(f"method {self.method!r} trains against a ball: it needs a norm and eps")
+        if self.ascent_steps is not None and self.ascent_steps < 1:
             raise InputError(f"ascent_steps must be >= 1, got {self.ascent_steps}")
+        for name in ("ascent_step_size", "beta", "eps_ramp_epochs", "overfit_margin"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise InputError(f"{name} must be a finite number >= 0, got {value}")
+        if self.monitor_steps < 1:
+            raise InputError(f"monitor_steps must be >= 1, got {self.monitor_steps}")
         if self.lr_halve_every < 0:
             raise InputError(f"lr_halve_every must be >= 0 epochs (0: never), got {self.lr_halve_every}")
         if self.attack_mode not in ("eval", "train"):
             raise InputError(f"attack_mode must be 'eval' or 'train', got {self.attack_mode!r}")
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.alpha is not None and self.method != "paper":
+            raise InputError("alpha (Goodfellow's mix) belongs to the paper method; trades has its own beta")
         return self
 
     def to_json(self) -> dict:
@@ -84,9 +93,15 @@ class TrainConfig:
         d["bounds"] = list(self.bounds)
         return d
 
+    def resolved_json(self) -> dict:
+        """to_json with each 'the method's own' setting spelled out: what resume compares."""
+        d = self.to_json()
+        d["ascent_steps"] = self.ascent_steps or METHODS[self.method].default_steps
+        return d
+
 
 class RobustTrainer:
-    """Runs Algorithm 1 (or plain training) on a model, with logs and checkpoints."""
+    """Trains a model with a method (``config.method``), with logs and checkpoints."""
 
     def __init__(self, model, config: TrainConfig, out_dir=None, resume=False, log=print, progress=True,
                  data=None):
@@ -94,75 +109,86 @@ class RobustTrainer:
         "n_train": 1000}``); saved in checkpoints with the data's size and shape, and checked on
         resume, so a resumed run cannot continue on other data without a word."""
         self.model, self.config = model, config.validate()
+        self.method = make_method(config)
         self.ball = Ball(config.norm, config.eps) if config.norm is not None else None
         self.optimizer = SGD(model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
                              decay=config.decay)
         self.rng = np.random.default_rng(config.seed)  # the data order
-        self.out_dir = Path(out_dir) if out_dir else None
+        self.noise_rng = np.random.default_rng([config.seed, 1])  # the methods' random starts
+        self.folder = RunFolder(out_dir)
         self.log, self.progress = log or (lambda *_: None), progress
         self.epoch, self.history = 0, []
+        self.batches_per_epoch = None  # known once fit() sees the data; the eps ramp needs it
         self.data, self._saved_data = dict(data or {}), None
         if resume:
             self._resume()
 
-    # ----- paths ---------------------------------------------------------------------------------
+    @property
+    def out_dir(self):
+        return self.folder.path
+
+    @out_dir.setter
+    def out_dir(self, path):
+        self.folder = RunFolder(path)
+
     @property
     def checkpoint_path(self):
-        return self.out_dir / "checkpoint.npz" if self.out_dir else None
+        return self.folder.checkpoint_path
 
     @property
     def metrics_path(self):
-        return self.out_dir / "metrics.jsonl" if self.out_dir else None
+        return self.folder.metrics_path
 
-    # ----- the two steps of Algorithm 1 ------------------------------------------------------------
+    # ----- one step: the method's gradients, then the optimiser ---------------------------------------
+    def current_ball(self):
+        """The ball of this step: ``config.eps``, or during the eps ramp a linear fraction of it,
+        a function of the optimiser's step count (saved), so a resumed run ramps identically."""
+        ramp = self.config.eps_ramp_epochs
+        if self.ball is None or not ramp or not self.batches_per_epoch:
+            return self.ball
+        fraction = min(1.0, (self.optimizer.t + 1) / (ramp * self.batches_per_epoch))
+        return self.ball if fraction >= 1.0 else Ball(self.config.norm, self.config.eps * fraction)
+
     def perturb(self, x, y):
-        """The ascent step: the worst-case x' in the uncertainty set (first order), by the
-        routine the attacks use (``ascent.ascend``): one steepest-ascent step, or k projected
-        steps from x itself (no random start)."""
-        cfg = self.config
-        step_size = cfg.ascent_step_size if cfg.ascent_steps > 1 else None
-        return ascend(self.model, x, y, self.ball, steps=cfg.ascent_steps, step_size=step_size,
-                      bounds=tuple(cfg.bounds) if cfg.clip else None, train=cfg.attack_mode == "train")
+        """The ascent: the inputs the method trains on (the worst case it finds in the ball)."""
+        return self.method.perturb(self.model, x, y, self.current_ball(), self.noise_rng)
 
     def descent_gradients(self, x, y):
         """Loss, parameter gradients and the number of correct predictions on (x, y)."""
-        logits = self.model.forward(x, train=True)
-        loss_fn = SoftmaxCrossEntropy()
-        loss = float(loss_fn.forward(logits, y))
-        self.model.backward(loss_fn.backward(), param_grads=True, input_grad=False)  # no dL/dx needed
-        return loss, self.model.gradients(), int((logits.argmax(axis=1) == y).sum())
+        return descend_on(self.model, x, y)
 
     def train_step(self, x, y):
-        """One minibatch: ascent on the inputs, then descent on the parameters.
+        """One minibatch: the method's ascent and descent gradients, then the optimiser step.
 
         Returns (loss, correct): the loss the step descended and how many examples of the
-        batch it used (the perturbed one) the model classified correctly before the step.
+        batch it trained on the model classified correctly before the step.
         A non-finite loss returns before touching the parameters.
         """
-        alpha = self.config.alpha
         x, y = self.model.on_device(x, "training batch"), self.model.on_device(y, "labels")
-        x_used = x if self.ball is None or self.ball.eps == 0 else self.perturb(x, y)
-        loss, grads, correct = self.descent_gradients(x_used, y)
-        if alpha is not None and x_used is not x:
-            clean_loss, clean_grads, _ = self.descent_gradients(x, y)
-            grads = {k: alpha * clean_grads[k] + (1 - alpha) * grads[k] for k in grads}
-            loss = alpha * clean_loss + (1 - alpha) * loss
+        loss, grads, correct = self.method.step(self.model, x, y, self.current_ball(), self.noise_rng)
         if math.isfinite(loss):
             self.optimizer.step(grads)
         return loss, correct
 
-    # ----- epochs, logs, checkpoints ----------------------------------------------------------------
-    def fit(self, x, y, x_val=None, y_val=None):
+    # ----- epochs -------------------------------------------------------------------------------------
+    def fit(self, x, y, x_val=None, y_val=None, monitor=None):
         """Train on host arrays x (N, ...) in [0, 1] and labels y until ``config.epochs``.
 
-        With an ``out_dir`` the run holds that folder's lock for its whole life: a second run
-        on the same folder stops at once instead of overwriting this one's files."""
+        ``monitor``: a held-out (x, y) for the catastrophic-overfitting monitor (PGD accuracy after
+        each epoch, ``pgd_acc_monitor``; see monitor.py). With an ``out_dir`` the run holds that
+        folder's lock for its whole life: a second run on the same folder stops at once."""
         self.data = {**self.data, "n_examples": len(x), "example_shape": [int(d) for d in x.shape[1:]]}
         self._check_same_data()
-        with self._run_folder_lock():
-            self._remove_stray_temporaries()
-            self._rewrite_metrics()
-            return self._fit(x, y, x_val, y_val)
+        watcher = None
+        if monitor is not None and self.ball is not None:
+            cfg = self.config
+            watcher = OverfitMonitor(monitor[0], monitor[1], cfg.norm, cfg.eps, steps=cfg.monitor_steps,
+                                     margin=cfg.overfit_margin, bounds=tuple(cfg.bounds) if cfg.clip else None,
+                                     seed=cfg.seed)
+        with self.folder.lock():
+            self.folder.remove_stray_temporaries()
+            self.folder.rewrite_metrics(self.history)
+            return self._fit(x, y, x_val, y_val, watcher)
 
     def _check_same_data(self):
         """On resume: every data setting the checkpoint saved must be the same now."""
@@ -174,147 +200,142 @@ class RobustTrainer:
                 raise InputError(f"cannot resume {self.checkpoint_path}: the data differ: {key} was "
                                  f"{saved.get(key)!r}, now {self.data.get(key)!r}")
 
-    def _fit(self, x, y, x_val, y_val):
+    @property
+    def stopped_early(self) -> bool:
+        return any(r.get("stopped_early") for r in self.history)
+
+    def _fit(self, x, y, x_val, y_val, watcher):
         cfg = self.config
-        n_batches = math.ceil(len(x) / cfg.batch_size)
+        self.batches_per_epoch = math.ceil(len(x) / cfg.batch_size)
         kernels.warmup(self.model.dtype)  # compile before the clock of epoch 1 starts
-        while self.epoch < cfg.epochs:
+        while self.epoch < cfg.epochs and not self.stopped_early:
             t0 = time.perf_counter()
             if cfg.lr_halve_every:  # a step schedule, a function of the epoch: resumes exactly
                 self.optimizer.lr_scale = 0.5 ** (self.epoch // cfg.lr_halve_every)
-            bar = _progress_bar(n_batches, f"epoch {self.epoch + 1}/{cfg.epochs}", self.progress)
-            losses, correct = [], 0
+            loss, correct = self._one_epoch(x, y)
+            self._check_parameters_finite()  # a non-finite state is never saved as good
+            self.epoch += 1
+            record = {"epoch": self.epoch, "train_loss": loss, "train_acc": correct / len(x),
+                      "lr": self.optimizer.current_lr(), "seconds": time.perf_counter() - t0}
+            if self.ball is not None and cfg.eps_ramp_epochs:
+                record["eps"] = self.current_ball().eps
+            if x_val is not None:
+                record["val_acc"] = self.model.accuracy(x_val, y_val)
+            if watcher is not None:
+                self._watch(watcher, record)
+            self.history.append(record)
+            if record.get("stopped_early"):
+                self._restore_best()
+            self._save_checkpoint()
+            self.folder.append_metrics(record)
+            self.log("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+        self.folder.save("model.npz", self.model, config=self.config.to_json(), epoch=self.epoch,
+                         history=self.history)
+        return self.history
+
+    def _one_epoch(self, x, y):
+        cfg = self.config
+        bar = _progress_bar(self.batches_per_epoch, f"epoch {self.epoch + 1}/{cfg.epochs}", self.progress)
+        losses, correct = [], 0
+        try:
             for i, (xb, yb) in enumerate(iterate_minibatches(x, y, cfg.batch_size, rng=self.rng)):
                 loss, n_ok = self.train_step(xb, yb)
                 if not math.isfinite(loss):
-                    if bar is not None:
-                        bar.close()
                     raise TrainingError(f"loss became {loss} at epoch {self.epoch + 1}, step {i + 1}: training "
-                                        f"stopped (try a smaller learning rate); {self._last_good()}")
+                                        f"stopped (try a smaller learning rate); {self.folder.last_good(self.epoch)}")
                 losses.append(loss)
                 correct += n_ok
                 if bar is not None:
                     bar.update(1)
                     if i % 20 == 0:
                         bar.set_postfix(loss=f"{loss:.4f}", acc=f"{correct / ((i + 1) * cfg.batch_size):.3f}")
+        finally:
             if bar is not None:
                 bar.close()
-            self._check_parameters_finite()  # a non-finite state is never saved as good
-            self.epoch += 1
-            record = {"epoch": self.epoch, "train_loss": float(np.mean(losses)), "train_acc": correct / len(x),
-                      "lr": self.optimizer.current_lr(), "seconds": time.perf_counter() - t0}
-            if x_val is not None:
-                record["val_acc"] = self.model.accuracy(x_val, y_val)
-            self.history.append(record)
-            self._save_checkpoint()
-            self._append_metrics(record)
-            self.log("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
-        if self.out_dir:
-            checkpoint.save(self.out_dir / "model.npz", self.model, config=self.config.to_json(),
-                            epoch=self.epoch, history=self.history)
-        return self.history
+        return float(np.mean(losses)), correct
 
-    def _last_good(self) -> str:
-        """Where training can restart from: the last checkpoint, which holds only finite values
-        (a non-finite state is never saved), or that there is none."""
-        if self.checkpoint_path is not None and self.checkpoint_path.exists():
-            return f"last good checkpoint: {self.checkpoint_path} (epoch {self.epoch})"
-        return "no checkpoint was saved (none is written before the first epoch ends)"
+    def _watch(self, watcher, record):
+        """PGD accuracy on the monitor batch; the best model kept in best.npz; a collapse said in
+        one line (and, with ``stop_on_overfit``, training stops on the best model)."""
+        record["pgd_acc_monitor"] = watcher.accuracy(self.model)
+        earlier = [r["pgd_acc_monitor"] for r in self.history if "pgd_acc_monitor" in r]
+        if not earlier or record["pgd_acc_monitor"] > max(earlier):
+            self.folder.save("best.npz", self.model, config=self.config.to_json(), epoch=self.epoch,
+                             pgd_acc_monitor=record["pgd_acc_monitor"])
+            self._best = {k: to_host(v).copy() for k, v in self.model.parameters().items()}
+        message = watcher.collapse([*self.history, record])
+        if message:
+            record["catastrophic_overfitting"] = True
+            self.log(message + ("; stopping on the best model (stop_on_overfit)" if self.config.stop_on_overfit
+                                else ""))
+            if self.config.stop_on_overfit:
+                record["stopped_early"] = True
+
+    def _restore_best(self):
+        """The parameters of the epoch with the best monitor accuracy (from memory, or best.npz
+        after a resume)."""
+        best = getattr(self, "_best", None)
+        if best is None and self.folder and self.folder.file("best.npz").exists():
+            from .. import checkpoint  # noqa: PLC0415
+
+            best = checkpoint.load(self.folder.file("best.npz")).model.parameters()
+        if best is not None:
+            self.model.load_state_dict({**self.model.state_dict(), **{k: to_host(v) for k, v in best.items()}})
 
     def _check_parameters_finite(self):
         xp = get_xp(*self.model.parameters().values())
         bad = [name for name, v in self.model.parameters().items() if not bool(xp.isfinite(v).all())]
         if bad:
             raise TrainingError(f"parameters {bad} became non-finite (NaN or inf) during epoch {self.epoch + 1}: "
-                                f"training stopped (try a smaller learning rate); {self._last_good()}")
+                                f"training stopped (try a smaller learning rate); {self.folder.last_good(self.epoch)}")
 
+    # ----- checkpoints and resume -------------------------------------------------------------------
     def _save_checkpoint(self):
-        if not self.out_dir:
-            return
-        checkpoint.save(self.checkpoint_path, self.model, self.optimizer, config=self.config.to_json(),
-                        epoch=self.epoch, rng_state=self.rng.bit_generator.state, history=self.history,
-                        data=self.data)
-
-    @contextlib.contextmanager
-    def _run_folder_lock(self):
-        """An exclusive lock on ``out_dir/.lock`` (flock: the OS releases it when the process
-        ends, however it ends, so a killed run never leaves a stale lock behind)."""
-        if not self.out_dir or fcntl is None:  # fcntl: POSIX only; elsewhere runs are not locked
-            yield
-            return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(self.out_dir / ".lock", "a+")  # noqa: SIM115 - held for the run's life
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise TrainingError(f"{self.out_dir} is in use by another training run (its lock is held): "
-                                "wait for it to finish, or choose another output folder") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
-
-    def _remove_stray_temporaries(self):
-        """Temporary files a killed run left mid-write (``*.tmp-*``): never the real files, which
-        are only ever replaced whole. Safe because this run holds the folder's lock."""
-        if not self.out_dir:
-            return
-        for stray in self.out_dir.glob("*.tmp-*"):
-            try:
-                stray.unlink()
-            except OSError:
-                pass
-
-    def _rewrite_metrics(self):
-        """metrics.jsonl = one line per epoch of the history (empty for a new run): the file
-        always agrees with the checkpoint, whatever a crash left in it."""
-        if not self.out_dir:
-            return
-        tmp = self.metrics_path.with_name(f"metrics.jsonl.tmp-{os.getpid()}")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8")
-        os.replace(tmp, self.metrics_path)
-
-    def _append_metrics(self, record):
-        if not self.out_dir:
-            return
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        self.folder.save("checkpoint.npz", self.model, self.optimizer, config=self.config.to_json(),
+                         epoch=self.epoch, rng_state=self.rng.bit_generator.state,
+                         noise_rng_state=self.noise_rng.bit_generator.state, history=self.history, data=self.data)
 
     def _restore_training_state(self, ckpt):
-        """The optimiser's buffers and step count and the data order's RNG, each checked: a
-        model file, a tampered state or another optimiser's buffers are one-line errors."""
+        """The optimiser's buffers and step count and the RNGs, each checked: a model file, a
+        tampered state or another optimiser's buffers are one-line errors."""
         path, meta = self.checkpoint_path, ckpt.meta
         if "optimizer" not in meta or "rng_state" not in meta:
             raise CheckpointError(f"cannot resume {path}: it holds a model without its training state (a "
                                   "model.npz?): resume needs the checkpoint.npz that training writes")
         t = meta["optimizer"].get("t") if isinstance(meta["optimizer"], dict) else None
-        if not isinstance(t, int) or isinstance(t, bool) or t < 0:
-            raise CheckpointError(f"cannot resume {path}: the optimizer's step count {t!r} is not a whole number >= 0")
-        _check_optimizer_arrays(path, ckpt.optimizer_arrays, self.optimizer, self.model.parameters())
-        self.optimizer.load_state_arrays(ckpt.optimizer_arrays, t)
+        whole_number(path, "the optimizer's step count", t)
         try:
-            self.rng.bit_generator.state = meta["rng_state"]
-        except (TypeError, ValueError, KeyError, OverflowError) as exc:
-            raise CheckpointError(f"cannot resume {path}: the saved data-order RNG state is not valid "
-                                  f"({type(exc).__name__}: {exc})") from exc
-        epoch = meta.get("epoch", 0)
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-            raise CheckpointError(f"cannot resume {path}: its epoch {epoch!r} is not a whole number >= 0")
+            self.optimizer.check_state_arrays(ckpt.optimizer_arrays)
+        except ValueError as exc:
+            raise CheckpointError(f"cannot resume {path}: {exc}") from None
+        self.optimizer.load_state_arrays(ckpt.optimizer_arrays, t)
+        for generator, key, what in ((self.rng, "rng_state", "data-order"),
+                                     (self.noise_rng, "noise_rng_state", "random-start")):
+            if key not in meta:  # written before the methods drew random starts: the fresh state
+                continue
+            try:
+                generator.bit_generator.state = meta[key]
+            except (TypeError, ValueError, KeyError, OverflowError) as exc:
+                raise CheckpointError(f"cannot resume {path}: the saved {what} RNG state is not valid "
+                                      f"({type(exc).__name__}: {exc})") from exc
+        whole_number(path, "its epoch", meta.get("epoch", 0))
         history = meta.get("history", [])
         if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
             raise CheckpointError(f"cannot resume {path}: its history is not a list of epoch records")
 
     def _resume(self):
-        if not self.out_dir or not self.checkpoint_path.exists():
+        ckpt = self.folder.load_checkpoint()
+        if ckpt is None:
             self.log("no checkpoint to resume from: starting from scratch")
             return
-        ckpt = checkpoint.load(self.checkpoint_path)
         # settings added since a checkpoint was written count as their defaults
-        saved = {k: v for k, v in {**TrainConfig().to_json(), **ckpt.meta.get("config", {})}.items()
-                 if k != "epochs"}
-        now = {k: v for k, v in self.config.to_json().items() if k != "epochs"}
+        saved_cfg = {**TrainConfig().to_json(), **ckpt.meta.get("config", {})}
+        try:
+            saved = TrainConfig(**{**saved_cfg, "bounds": tuple(saved_cfg["bounds"])}).resolved_json()
+        except (TypeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"cannot resume {self.checkpoint_path}: its settings are not valid ({exc})") from None
+        saved.pop("epochs")
+        now = {k: v for k, v in self.config.resolved_json().items() if k != "epochs"}
         if saved != now:
             diff = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now) if saved.get(k) != now.get(k)}
             raise InputError(f"cannot resume {self.checkpoint_path}: settings differ (saved, now): {diff}")
@@ -325,23 +346,6 @@ class RobustTrainer:
         self.epoch, self.history = ckpt.epoch, list(ckpt.meta.get("history", []))
         self._saved_data = ckpt.meta.get("data")  # checked against the data fit() is given
         self.log(f"resumed from {self.checkpoint_path} at epoch {self.epoch}")
-
-
-def _optimizer_kinds(optimizer) -> set:
-    return {"velocity"} if isinstance(optimizer, SGD) else {"m", "v"}
-
-
-def _check_optimizer_arrays(path, arrays, optimizer, params):
-    """Every saved buffer must be 'kind/parameter' of this optimiser and of its parameter's shape."""
-    kinds = _optimizer_kinds(optimizer)
-    for key, value in arrays.items():
-        kind, _, name = key.partition("/")
-        if kind not in kinds or name not in params:
-            raise CheckpointError(f"cannot resume {path}: optimizer buffer {key!r} belongs to no parameter of "
-                                  f"this model ({type(optimizer).__name__} keeps {sorted(kinds)})")
-        if tuple(value.shape) != tuple(params[name].shape) or value.dtype.kind != "f":
-            raise CheckpointError(f"cannot resume {path}: optimizer buffer {key!r} has shape {tuple(value.shape)} "
-                                  f"and dtype {value.dtype}; the parameter is {tuple(params[name].shape)}")
 
 
 def _progress_bar(total, desc, enabled):
