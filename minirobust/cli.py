@@ -388,7 +388,41 @@ def cmd_exercises(args):
 CIFAR10_ONLY = ("width", "dropout", "lr", "lr_halve_every", "attack_mode", "radius")
 
 
+def _name_list(text):
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def cmd_reproduce_eps03(args):
+    from .experiments.standard_radius import QUICK, Eps03Settings, StandardRadius  # noqa: PLC0415
+
+    given = [f"--{k.replace('_', '-')}" for k in CIFAR10_ONLY if getattr(args, k) is not None]
+    if given or args.no_clip:
+        raise MinirobustError(f"{', '.join(given + (['--no-clip'] if args.no_clip else []))}: not for "
+                              "`reproduce mnist-eps03`")
+    opts = dict(QUICK) if args.quick else {}
+    for key, flag in (("epochs", "epochs"), ("n_train", "n_train"), ("n_clean", "n_test"), ("n_suite", "n_suite")):
+        if getattr(args, flag) is not None:
+            opts[key] = getattr(args, flag)
+    settings = Eps03Settings(seed=args.seed, **opts)
+    name = "mnist_eps03" + ("-quick" if args.quick else "")
+    results_dir = _writable_folder(args.results_dir or f"results/{name}", "--results-dir")
+    runs_dir = _writable_folder(args.runs_dir or f"runs/{name}", "--runs-dir")
+    StandardRadius(settings, nets_=args.nets or ("paper-mnist", "large-mnist"),
+                   methods=args.methods or ("paper", "fgsm-rs", "pgd", "trades"), results_dir=results_dir,
+                   runs_dir=runs_dir, data_dir=args.data_dir,
+                   time_limit=None if args.time_limit is None else 60 * args.time_limit,
+                   progress=not args.no_progress).run()
+
+
 def cmd_reproduce(args):
+    if args.experiment != "mnist-eps03" and (args.nets or args.methods or args.time_limit is not None
+                                             or args.n_suite is not None):
+        raise MinirobustError("--nets, --methods, --time-limit and --n-suite: only for `reproduce mnist-eps03`")
+    if args.experiment == "mnist-eps03":
+        return cmd_reproduce_eps03(args)
     if args.experiment == "cifar10":
         from .experiments.cifar10 import CPU_RUN, QUICK, Cifar10Reproduction  # noqa: PLC0415
         from .experiments.cifar10 import Cifar10Settings as Settings  # noqa: PLC0415
@@ -545,7 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="run the paper's experiment end to end (Table 1/2, AMNIST/ACIFAR, curves, "
                                          "figures)")
     _add_common(p)
-    p.add_argument("experiment", choices=("mnist", "cifar10"))
+    p.add_argument("experiment", choices=("mnist", "cifar10", "mnist-eps03"),
+                   help="mnist, cifar10: the paper's experiments; mnist-eps03: every training method at l_inf 0.3 "
+                        "(the field's radius) under the attack suite")
     _add_data_dir(p)
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="epochs per net (mnist: default 20, the authors ran 120; cifar10: default 7, the authors "
@@ -568,7 +604,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "defaults: linf 0.001, l2 0.025, l1 1)")
     p.add_argument("--n-train", type=_positive_int, default=None)
     p.add_argument("--n-test", type=_positive_int, default=None)
-    p.add_argument("--resume", action="store_true", help="continue a stopped run; finished nets are kept")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run; finished nets are kept "
+                   "(mnist-eps03 always resumes)")
+    p.add_argument("--nets", type=_name_list, default=None, help="mnist-eps03: comma-separated nets (default "
+                   "paper-mnist,large-mnist)")
+    p.add_argument("--methods", type=_name_list, default=None, help="mnist-eps03: comma-separated training methods "
+                   "(default paper,fgsm-rs,pgd,trades)")
+    p.add_argument("--time-limit", type=_positive_float, default=None, metavar="MINUTES",
+                   help="mnist-eps03: no new epoch of a run starts after this many minutes of it (resume later)")
+    p.add_argument("--n-suite", type=_positive_int, default=None,
+                   help="mnist-eps03: test images for PGD and the suite (default 1000)")
     p.add_argument("--no-clip", action="store_true", help="do not clip adversarial inputs to [0, 1]")
     p.add_argument("--results-dir", default=None, help="default results/EXPERIMENT (results/EXPERIMENT-quick "
                    "with --quick)")

@@ -17,6 +17,7 @@ import pytest
 
 import minirobust as mr
 from minirobust import backend, checkpoint, nets
+from minirobust.backend import to_host
 from minirobust.data import separable_images
 from minirobust.gradcheck import check_grad
 from minirobust.optim import Adam
@@ -311,3 +312,38 @@ def test_reproduce_cifar10_runs_with_backend_gpu(fake_gpu, small_cifar, tmp_path
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     assert set(results["table"]) == {"baseline", "linf", "l2", "l1"} and results["acifar"]["baseline_acc"] == 0.0
     assert (tmp_path / "results" / "table.md").exists()
+
+
+@pytest.mark.parametrize("method", ["pgd", "fgsm-rs", "trades"])
+def test_every_training_method_gives_the_cpu_numbers_on_the_gpu_backend(fake_gpu, method):
+    # float64: TRADES's first ascent step takes the sign of a KL gradient near 0 (its start is
+    # x + 0.001 N(0, 1)), where float32 sums in another order can flip a sign
+    x, y = separable_images(80, seed=2)
+    params = {}
+    for device in ("cpu", "gpu"):
+        mr.set_backend(device)
+        model = nets.paper_mnist(seed=0, dtype=np.float64)
+        cfg = TrainConfig(epochs=1, batch_size=40, norm="inf", eps=0.3, method=method, ascent_steps=2,
+                          eps_ramp_epochs=0.5)
+        RobustTrainer(model, cfg, log=None, progress=False).fit(x, y)
+        params[device] = {k: to_host(v) for k, v in model.parameters().items()}
+    for name, value in params["cpu"].items():
+        np.testing.assert_allclose(params["gpu"][name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_reproduce_mnist_eps03_runs_with_backend_gpu(fake_gpu, tmp_path):
+    from minirobust.cli import main
+
+    from .conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "mnist").exists():
+        pytest.skip(f"real MNIST not found in {SHARED_DATA}")
+    assert main(["reproduce", "mnist-eps03", "--backend", "gpu", "--quick", "--n-train", "500", "--n-test", "100",
+                 "--n-suite", "20", "--nets", "paper-mnist", "--methods", "fgsm-rs,trades",
+                 "--data-dir", str(SHARED_DATA), "--results-dir", str(tmp_path / "results"),
+                 "--runs-dir", str(tmp_path / "runs"), "--no-progress"]) == 0
+    import json
+
+    runs = json.loads((tmp_path / "results" / "results.json").read_text())["runs"]
+    assert set(runs) == {"paper-mnist/fgsm-rs", "paper-mnist/trades"}
+    assert all(0 <= r["suite_acc"] <= r["clean_acc"] for r in runs.values())

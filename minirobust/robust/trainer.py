@@ -171,12 +171,13 @@ class RobustTrainer:
         return loss, correct
 
     # ----- epochs -------------------------------------------------------------------------------------
-    def fit(self, x, y, x_val=None, y_val=None, monitor=None):
+    def fit(self, x, y, x_val=None, y_val=None, monitor=None, time_limit=None):
         """Train on host arrays x (N, ...) in [0, 1] and labels y until ``config.epochs``.
 
         ``monitor``: a held-out (x, y) for the catastrophic-overfitting monitor (PGD accuracy after
-        each epoch, ``pgd_acc_monitor``; see monitor.py). With an ``out_dir`` the run holds that
-        folder's lock for its whole life: a second run on the same folder stops at once."""
+        each epoch, ``pgd_acc_monitor``; see monitor.py). ``time_limit``: seconds; no new epoch
+        starts after it (the run is left resumable, as after a kill). With an ``out_dir`` the run
+        holds that folder's lock for its whole life: a second run on the same folder stops at once."""
         self.data = {**self.data, "n_examples": len(x), "example_shape": [int(d) for d in x.shape[1:]]}
         self._check_same_data()
         watcher = None
@@ -188,7 +189,7 @@ class RobustTrainer:
         with self.folder.lock():
             self.folder.remove_stray_temporaries()
             self.folder.rewrite_metrics(self.history)
-            return self._fit(x, y, x_val, y_val, watcher)
+            return self._fit(x, y, x_val, y_val, watcher, time_limit)
 
     def _check_same_data(self):
         """On resume: every data setting the checkpoint saved must be the same now."""
@@ -204,11 +205,15 @@ class RobustTrainer:
     def stopped_early(self) -> bool:
         return any(r.get("stopped_early") for r in self.history)
 
-    def _fit(self, x, y, x_val, y_val, watcher):
+    def _fit(self, x, y, x_val, y_val, watcher, time_limit):
         cfg = self.config
         self.batches_per_epoch = math.ceil(len(x) / cfg.batch_size)
         kernels.warmup(self.model.dtype)  # compile before the clock of epoch 1 starts
+        started = time.perf_counter()
         while self.epoch < cfg.epochs and not self.stopped_early:
+            if time_limit is not None and time.perf_counter() - started > time_limit:
+                self.log(f"time limit of {time_limit:g} s reached after epoch {self.epoch}: resume to continue")
+                break
             t0 = time.perf_counter()
             if cfg.lr_halve_every:  # a step schedule, a function of the epoch: resumes exactly
                 self.optimizer.lr_scale = 0.5 ** (self.epoch // cfg.lr_halve_every)
