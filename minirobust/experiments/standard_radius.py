@@ -23,6 +23,7 @@ from .. import nets
 from ..data import dataset_stats, load_mnist, to_float
 from ..errors import InputError
 from ..robust import RobustTrainer, TrainConfig, robust_accuracy, run_suite
+from ..robust.monitor import collapse, first_full_epoch
 from ..robust.suite import standard_suite
 
 NETS = ("paper-mnist", "large-mnist")
@@ -80,6 +81,14 @@ class RunResult:
     suite_broken_by: dict = field(default_factory=dict)
     eval_seconds: float = 0.0
     settings: dict = field(default_factory=dict)
+
+    def overfit_epochs(self, margin=0.2, gap=0.5) -> list:
+        """The epochs at which the monitor's rule (monitor.collapse) fires, judged from the stored
+        per-epoch figures, so results from any version of the code are judged alike."""
+        history = [{"epoch": i + 1, "train_acc": t / 100, "pgd_acc_monitor": m / 100}
+                   for i, (t, m) in enumerate(zip(self.train_acc, self.monitor))]
+        full = first_full_epoch(self.settings.get("eps_ramp_epochs", 0))
+        return [h["epoch"] for i, h in enumerate(history) if collapse(history[: i + 1], margin, gap, full)]
 
     @classmethod
     def from_json(cls, d) -> "RunResult":
@@ -181,13 +190,20 @@ class StandardRadius:
         out = {"eps": self.s.eps, "n_suite": self.s.n_suite, "settings": asdict(self.s),
                "suite": f"APGD-CE {self.s.suite_steps} steps, APGD-T 3 targets x {self.s.suite_steps}, "
                         f"Square {self.s.suite_queries} queries",
-               "runs": {k: {key: v for key, v in asdict(r).items() if key != "settings"} for k, r in runs.items()}}
+               "runs": {k: _summary(r) for k, r in runs.items()}}
         self.results_dir.mkdir(parents=True, exist_ok=True)
         _write_atomic(self.results_dir / "results.json", json.dumps(out, indent=1))
         _write_atomic(self.results_dir / "table.md", render_table(out))
         if runs:
             plot_monitor(runs, self.results_dir / "monitor.png")
         return out
+
+
+def _summary(r: RunResult) -> dict:
+    d = {key: v for key, v in asdict(r).items() if key != "settings"}
+    d["overfit_epochs"] = r.overfit_epochs()
+    d["catastrophic_overfitting"] = bool(d["overfit_epochs"])
+    return d
 
 
 def render_table(out) -> str:

@@ -28,7 +28,7 @@ from ..errors import CheckpointError, InputError, TrainingError
 from ..optim import SGD
 from .balls import Ball
 from .methods import METHODS, descend_on, make_method
-from .monitor import OverfitMonitor
+from .monitor import OverfitMonitor, first_full_epoch
 from .run_folder import RunFolder, whole_number
 
 
@@ -57,6 +57,7 @@ class TrainConfig:
     attack_mode: str = "eval"  # the ascent step's mode: "eval", or "train" (the paper's authors')
     monitor_steps: int = 10  # PGD steps of the overfitting monitor (when fit is given a monitor batch)
     overfit_margin: float = 0.2  # a fall of PGD accuracy below its best that counts as a collapse
+    overfit_gap: float = 0.5  # training-attack accuracy this far above PGD's (at full eps) is a collapse
     stop_on_overfit: bool = False  # on a collapse: restore the best model and stop (Wong's early stop)
 
     def validate(self):
@@ -72,7 +73,7 @@ class TrainConfig:
             raise InputError(f"method {self.method!r} trains against a ball: it needs a norm and eps")
         if self.ascent_steps is not None and self.ascent_steps < 1:
             raise InputError(f"ascent_steps must be >= 1, got {self.ascent_steps}")
-        for name in ("ascent_step_size", "beta", "eps_ramp_epochs", "overfit_margin"):
+        for name in ("ascent_step_size", "beta", "eps_ramp_epochs", "overfit_margin", "overfit_gap"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise InputError(f"{name} must be a finite number >= 0, got {value}")
@@ -185,7 +186,7 @@ class RobustTrainer:
             cfg = self.config
             watcher = OverfitMonitor(monitor[0], monitor[1], cfg.norm, cfg.eps, steps=cfg.monitor_steps,
                                      margin=cfg.overfit_margin, bounds=tuple(cfg.bounds) if cfg.clip else None,
-                                     seed=cfg.seed)
+                                     seed=cfg.seed, gap=cfg.overfit_gap, full_from=first_full_epoch(cfg.eps_ramp_epochs))
         with self.folder.lock():
             self.folder.remove_stray_temporaries()
             self.folder.rewrite_metrics(self.history)
