@@ -201,6 +201,7 @@ def cmd_train(args):
     if args.resume and not args.out:
         raise InputError("--resume needs --out (the run folder to resume from)")
     ascent_flags = (args.alpha, args.ascent_steps, args.step_size, args.beta, args.eps_ramp or None,
+                    args.eps_warmup or None,
                     args.monitor or None, args.stop_on_overfit or None)
     if args.norm is None and (any(v is not None for v in ascent_flags) or args.attack_mode != "eval"
                               or args.method != "paper"):
@@ -213,7 +214,8 @@ def cmd_train(args):
                          decay=args.decay, weight_decay=args.weight_decay, norm=args.norm, eps=args.eps,
                          method=args.method, ascent_steps=args.ascent_steps, ascent_step_size=args.step_size,
                          alpha=args.alpha, beta=6.0 if args.beta is None else args.beta,
-                         eps_ramp_epochs=args.eps_ramp, clip=not args.no_clip, seed=args.seed,
+                         eps_ramp_epochs=args.eps_ramp, eps_warmup_epochs=args.eps_warmup, clip=not args.no_clip,
+                         seed=args.seed,
                          lr_halve_every=args.lr_halve_every, attack_mode=args.attack_mode,
                          stop_on_overfit=args.stop_on_overfit)
     config.validate()
@@ -417,12 +419,47 @@ def cmd_reproduce_eps03(args):
                    progress=not args.no_progress).run()
 
 
+def _named_model(text):
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=MODEL.npz (NAME like large-mnist/pgd), got {text!r}")
+    return name, path
+
+
+def cmd_reproduce_certified(args):
+    from .experiments.certified import QUICK, CertifiedReproduction, CertifiedSettings  # noqa: PLC0415
+
+    given = [f"--{k.replace('_', '-')}" for k in (*CIFAR10_ONLY, "methods") if getattr(args, k) is not None]
+    if given or args.no_clip:
+        raise MinirobustError(f"{', '.join(given + (['--no-clip'] if args.no_clip else []))}: not for "
+                              "`reproduce certified`")
+    opts = dict(QUICK) if args.quick else {}
+    for key, flag in (("epochs", "epochs"), ("n_train", "n_train"), ("n_eval", "n_suite")):
+        if getattr(args, flag) is not None:
+            opts[key] = getattr(args, flag)
+    for name, path in args.also or ():
+        if not Path(path).is_file():
+            raise InputError(f"--also {name}={path}: no such model file")
+    name = "certified" + ("-quick" if args.quick else "")
+    CertifiedReproduction(CertifiedSettings(seed=args.seed, **opts), nets_=args.nets or ("paper-mnist", "large-mnist"),
+                          eps_list=args.eps_list or (0.1, 0.3), also=args.also or (),
+                          results_dir=_writable_folder(args.results_dir or f"results/{name}", "--results-dir"),
+                          runs_dir=_writable_folder(args.runs_dir or f"runs/{name}", "--runs-dir"),
+                          data_dir=args.data_dir, time_limit=None if args.time_limit is None else 60 * args.time_limit,
+                          progress=not args.no_progress).run()
+
+
 def cmd_reproduce(args):
-    if args.experiment != "mnist-eps03" and (args.nets or args.methods or args.time_limit is not None
-                                             or args.n_suite is not None):
-        raise MinirobustError("--nets, --methods, --time-limit and --n-suite: only for `reproduce mnist-eps03`")
+    if args.experiment not in ("mnist-eps03", "certified") and (args.nets or args.methods or args.n_suite is not None
+                                                                or args.time_limit is not None):
+        raise MinirobustError("--nets, --methods, --time-limit and --n-suite: only for `reproduce mnist-eps03` "
+                              "and `reproduce certified`")
+    if args.experiment != "certified" and (args.eps_list or args.also):
+        raise MinirobustError("--eps-list and --also: only for `reproduce certified`")
     if args.experiment == "mnist-eps03":
         return cmd_reproduce_eps03(args)
+    if args.experiment == "certified":
+        return cmd_reproduce_certified(args)
     if args.experiment == "cifar10":
         from .experiments.cifar10 import CPU_RUN, QUICK, Cifar10Reproduction  # noqa: PLC0415
         from .experiments.cifar10 import Cifar10Settings as Settings  # noqa: PLC0415
@@ -491,9 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=_nonneg_float, default=2e-3)
     p.add_argument("--attack-mode", choices=("eval", "train"), default="eval",
                    help="the ascent step's mode: eval (default) or train (dropout on, BatchNorm on batch statistics)")
-    p.add_argument("--method", choices=("paper", "pgd", "fgsm-rs", "trades"), default="paper",
+    p.add_argument("--method", choices=("paper", "pgd", "fgsm-rs", "trades", "ibp"), default="paper",
                    help="paper: Algorithm 1 (default); pgd: Madry's PGD-AT; fgsm-rs: Wong's FGSM with a random "
-                        "start; trades: Zhang's TRADES")
+                        "start; trades: Zhang's TRADES; ibp: Gowal's interval bound propagation (l_inf)")
     p.add_argument("--ascent-steps", type=_positive_int, default=None,
                    help="ascent steps per batch (default: the method's: paper, fgsm-rs 1; pgd, trades 10)")
     p.add_argument("--step-size", type=_positive_float, default=None,
@@ -501,6 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=_nonneg_float, default=None, help="trades: weight of the KL term (default 6)")
     p.add_argument("--eps-ramp", type=_nonneg_float, default=0.0, metavar="EPOCHS",
                    help="grow eps linearly from 0 over this many epochs (default 0: full eps at once)")
+    p.add_argument("--eps-warmup", type=_nonneg_float, default=0.0, metavar="EPOCHS",
+                   help="epochs of plain training before the eps ramp starts (IBP's warm-up; default 0)")
     p.add_argument("--monitor", type=_nonneg_int, default=0, metavar="N",
                    help="hold out the last N training images; PGD accuracy on them after each epoch "
                         "(pgd_acc_monitor), and a line when catastrophic overfitting shows")
@@ -579,9 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="run the paper's experiment end to end (Table 1/2, AMNIST/ACIFAR, curves, "
                                          "figures)")
     _add_common(p)
-    p.add_argument("experiment", choices=("mnist", "cifar10", "mnist-eps03"),
+    p.add_argument("experiment", choices=("mnist", "cifar10", "mnist-eps03", "certified"),
                    help="mnist, cifar10: the paper's experiments; mnist-eps03: every training method at l_inf 0.3 "
-                        "(the field's radius) under the attack suite")
+                        "(the field's radius) under the attack suite; certified: IBP-trained nets, certified beside "
+                        "attacked")
     _add_data_dir(p)
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="epochs per net (mnist: default 20, the authors ran 120; cifar10: default 7, the authors "
@@ -606,14 +646,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=_positive_int, default=None)
     p.add_argument("--resume", action="store_true", help="continue a stopped run; finished nets are kept "
                    "(mnist-eps03 always resumes)")
-    p.add_argument("--nets", type=_name_list, default=None, help="mnist-eps03: comma-separated nets (default "
-                   "paper-mnist,large-mnist)")
+    p.add_argument("--nets", type=_name_list, default=None, help="mnist-eps03, certified: comma-separated nets "
+                   "(default paper-mnist,large-mnist)")
     p.add_argument("--methods", type=_name_list, default=None, help="mnist-eps03: comma-separated training methods "
                    "(default paper,fgsm-rs,pgd,trades)")
     p.add_argument("--time-limit", type=_positive_float, default=None, metavar="MINUTES",
                    help="mnist-eps03: no new epoch of a run starts after this many minutes of it (resume later)")
     p.add_argument("--n-suite", type=_positive_int, default=None,
-                   help="mnist-eps03: test images for PGD and the suite (default 1000)")
+                   help="mnist-eps03, certified: test images for PGD and the suite (default 1000)")
+    p.add_argument("--eps-list", type=_eps_list, default=None, help="certified: test radii (default 0.1,0.3)")
+    p.add_argument("--also", type=_named_model, action="append", default=None, metavar="NAME=MODEL.npz",
+                   help="certified: also certify and attack this model (repeatable), e.g. large-mnist/pgd=runs/...")
     p.add_argument("--no-clip", action="store_true", help="do not clip adversarial inputs to [0, 1]")
     p.add_argument("--results-dir", default=None, help="default results/EXPERIMENT (results/EXPERIMENT-quick "
                    "with --quick)")

@@ -347,3 +347,33 @@ def test_reproduce_mnist_eps03_runs_with_backend_gpu(fake_gpu, tmp_path):
     runs = json.loads((tmp_path / "results" / "results.json").read_text())["runs"]
     assert set(runs) == {"paper-mnist/fgsm-rs", "paper-mnist/trades"}
     assert all(0 <= r["suite_acc"] <= r["clean_acc"] for r in runs.values())
+
+
+def test_ibp_bounds_training_and_reproduce_certified_run_with_backend_gpu(fake_gpu, tmp_path):
+    from minirobust.certify import IntervalPass, ibp_loss_and_grads
+    from minirobust.cli import main
+
+    from .conftest import SHARED_DATA
+
+    x, y = separable_images(20, seed=1)
+    results = {}
+    for device in ("cpu", "gpu"):
+        mr.set_backend(device)
+        model = nets.paper_mnist(seed=0, dtype=np.float64)
+        lo, hi = IntervalPass(model).logit_bounds(x, 0.05)
+        loss, grads, _ = ibp_loss_and_grads(model, x, y, 0.05)
+        results[device] = (to_host(lo), to_host(hi), loss, {k: to_host(v) for k, v in grads.items()})
+    for a, b in zip(results["cpu"][:2], results["gpu"][:2]):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
+    assert results["gpu"][2] == pytest.approx(results["cpu"][2], rel=1e-10)
+    for name, value in results["cpu"][3].items():
+        np.testing.assert_allclose(results["gpu"][3][name], value, rtol=1e-8, atol=1e-12, err_msg=name)
+    mr.set_backend("gpu")
+    if not (SHARED_DATA / "mnist").exists():
+        pytest.skip(f"real MNIST not found in {SHARED_DATA}")
+    assert main(["reproduce", "certified", "--backend", "gpu", "--quick", "--n-train", "300", "--n-suite", "20",
+                 "--nets", "paper-mnist", "--eps-list", "0.1", "--data-dir", str(SHARED_DATA),
+                 "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]) == 0
+    import json
+
+    assert set(json.loads((tmp_path / "results" / "results.json").read_text())["runs"]) == {"paper-mnist/ibp/0.1"}

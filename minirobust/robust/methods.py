@@ -14,6 +14,8 @@ checkpoints), so a new method is one small class here.
     trades    Zhang et al. 2019: x' = k steps ascending KL(p(x) || p(x')) from x + 0.001 N(0, 1);
               descend CE(x, y) + beta * KL(p(x) || p(x')), whose gradient reaches the
               parameters through BOTH the clean and the perturbed forward pass.
+    ibp       Gowal et al. 2018: no ascent; descend kappa * CE(x) + (1 - kappa) * CE of the
+              worst-case logits that interval bounds allow over the whole l_inf box.
 
 The ascent of every method is ``ascent.ascend``, the routine the attacks use. Random starts come
 from the trainer's own generator (``noise_rng``), saved in checkpoints, so a resumed run draws
@@ -179,7 +181,35 @@ def trades_loss_and_grads(model, x, x_adv, y, beta):
     return ce + beta * float(kl.mean()), grads, correct
 
 
-METHODS = {m.name: m for m in (Paper, PGD, FGSMRandomStart, Trades)}
+class IBP(Method):
+    """Gowal et al. 2018: kappa * CE(clean) + (1 - kappa) * CE(worst-case logits of the interval
+    bounds over the l_inf box), kappa going from 1 to 1/2 while eps ramps up. No ascent: the
+    bounds cover every point of the box at once (certify/intervals.py)."""
+
+    name = "ibp"
+    final_kappa = 0.5
+
+    def perturb(self, model, x, y, ball, rng):
+        raise InputError("the ibp method trains on interval bounds, not on perturbed inputs")
+
+    def kappa(self, ball) -> float:
+        fraction = ball.eps / self.config.eps if self.config.eps else 1.0
+        return 1.0 - (1.0 - self.final_kappa) * fraction
+
+    def step(self, model, x, y, ball, rng):
+        from ..certify.ibp import ibp_loss_and_grads  # noqa: PLC0415 - certify builds on robust
+
+        if ball is None or ball.eps == 0:
+            return descend_on(model, x, y)
+        kappa = self.kappa(ball)
+        clean_loss, clean_grads, _ = descend_on(model, x, y)
+        clean_grads = _copied(clean_grads)
+        bound_loss, bound_grads, certified = ibp_loss_and_grads(model, x, y, ball.eps, self.bounds)
+        grads = {k: kappa * clean_grads[k] + (1 - kappa) * bound_grads[k] for k in clean_grads}
+        return kappa * clean_loss + (1 - kappa) * bound_loss, grads, certified  # "correct": certified
+
+
+METHODS = {m.name: m for m in (Paper, PGD, FGSMRandomStart, Trades, IBP)}
 
 
 def make_method(config) -> Method:

@@ -46,9 +46,10 @@ class OverfitMonitor:
         return collapse(history, self.margin, self.gap, self.full_from)
 
 
-def first_full_epoch(eps_ramp_epochs) -> int:
+def first_full_epoch(eps_ramp_epochs, eps_warmup_epochs=0.0) -> int:
     """The first epoch trained at full eps from its first step to its last."""
-    return math.ceil(eps_ramp_epochs) + 1 if eps_ramp_epochs else 1
+    ramp = eps_ramp_epochs + eps_warmup_epochs
+    return math.ceil(ramp) + 1 if ramp else 1
 
 
 def collapse(history, margin, gap=0.5, full_from=1) -> str | None:

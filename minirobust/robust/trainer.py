@@ -44,12 +44,13 @@ class TrainConfig:
     weight_decay: float = 2e-3  # = Keras l2(1e-3), the authors' setting (see optim.py)
     norm: str | None = None  # None: plain training; "inf", "2", "1", or any p >= 1
     eps: float = 0.0  # radius of the uncertainty set, in [0, 1] pixel units
-    method: str = "paper"  # paper | pgd | fgsm-rs | trades (methods.py)
+    method: str = "paper"  # paper | pgd | fgsm-rs | trades | ibp (methods.py)
     ascent_steps: int | None = None  # None: the method's own (paper, fgsm-rs: 1; pgd, trades: 10)
     ascent_step_size: float | None = None  # None: the method's own (2.5 * eps / k; fgsm-rs 1.25 * eps)
     alpha: float | None = None  # paper only: Goodfellow's mix weight of the clean loss; None: perturbed only
     beta: float = 6.0  # trades only: the weight of the KL term
     eps_ramp_epochs: float = 0.0  # grow eps linearly from 0 over this many epochs (0: full eps at once)
+    eps_warmup_epochs: float = 0.0  # epochs of plain training (eps 0) before the ramp starts (IBP's warm-up)
     clip: bool = True  # clip x' to the input bounds; False reproduces the paper's setting
     bounds: tuple = (0.0, 1.0)
     seed: int = 0
@@ -71,9 +72,12 @@ class TrainConfig:
             raise InputError("eps given without a norm: choose --norm inf|2|1 (or eps 0 for plain training)")
         if self.norm is None and self.method != "paper":
             raise InputError(f"method {self.method!r} trains against a ball: it needs a norm and eps")
+        if self.method == "ibp" and Ball(self.norm, self.eps).name != "inf":
+            raise InputError("the ibp method bounds an l_inf box: use norm 'inf'")
         if self.ascent_steps is not None and self.ascent_steps < 1:
             raise InputError(f"ascent_steps must be >= 1, got {self.ascent_steps}")
-        for name in ("ascent_step_size", "beta", "eps_ramp_epochs", "overfit_margin", "overfit_gap"):
+        for name in ("ascent_step_size", "beta", "eps_ramp_epochs", "eps_warmup_epochs", "overfit_margin",
+                     "overfit_gap"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise InputError(f"{name} must be a finite number >= 0, got {value}")
@@ -142,13 +146,16 @@ class RobustTrainer:
 
     # ----- one step: the method's gradients, then the optimiser ---------------------------------------
     def current_ball(self):
-        """The ball of this step: ``config.eps``, or during the eps ramp a linear fraction of it,
-        a function of the optimiser's step count (saved), so a resumed run ramps identically."""
-        ramp = self.config.eps_ramp_epochs
-        if self.ball is None or not ramp or not self.batches_per_epoch:
+        """The ball of this step: ``config.eps``; 0 during the warm-up; during the eps ramp a
+        linear fraction of it. A function of the optimiser's step count (saved), so a resumed run
+        ramps identically."""
+        cfg = self.config
+        if self.ball is None or not (cfg.eps_ramp_epochs or cfg.eps_warmup_epochs) or not self.batches_per_epoch:
             return self.ball
-        fraction = min(1.0, (self.optimizer.t + 1) / (ramp * self.batches_per_epoch))
-        return self.ball if fraction >= 1.0 else Ball(self.config.norm, self.config.eps * fraction)
+        step = self.optimizer.t + 1 - cfg.eps_warmup_epochs * self.batches_per_epoch
+        ramp_steps = cfg.eps_ramp_epochs * self.batches_per_epoch
+        fraction = min(1.0, max(0.0, step / ramp_steps if ramp_steps else float(step > 0)))
+        return self.ball if fraction >= 1.0 else Ball(cfg.norm, cfg.eps * fraction)
 
     def perturb(self, x, y):
         """The ascent: the inputs the method trains on (the worst case it finds in the ball)."""
@@ -186,7 +193,8 @@ class RobustTrainer:
             cfg = self.config
             watcher = OverfitMonitor(monitor[0], monitor[1], cfg.norm, cfg.eps, steps=cfg.monitor_steps,
                                      margin=cfg.overfit_margin, bounds=tuple(cfg.bounds) if cfg.clip else None,
-                                     seed=cfg.seed, gap=cfg.overfit_gap, full_from=first_full_epoch(cfg.eps_ramp_epochs))
+                                     seed=cfg.seed, gap=cfg.overfit_gap, full_from=first_full_epoch(cfg.eps_ramp_epochs,
+                                                                                         cfg.eps_warmup_epochs))
         with self.folder.lock():
             self.folder.remove_stray_temporaries()
             self.folder.rewrite_metrics(self.history)
@@ -223,7 +231,7 @@ class RobustTrainer:
             self.epoch += 1
             record = {"epoch": self.epoch, "train_loss": loss, "train_acc": correct / len(x),
                       "lr": self.optimizer.current_lr(), "seconds": time.perf_counter() - t0}
-            if self.ball is not None and cfg.eps_ramp_epochs:
+            if self.ball is not None and (cfg.eps_ramp_epochs or cfg.eps_warmup_epochs):
                 record["eps"] = self.current_ball().eps
             if x_val is not None:
                 record["val_acc"] = self.model.accuracy(x_val, y_val)
