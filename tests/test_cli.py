@@ -181,3 +181,24 @@ def test_resume_on_other_data_is_a_one_line_error_naming_the_setting(tmp_path):
     assert same.returncode == 0, same.stderr
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+
+def test_train_methods_and_certify(tmp_path):
+    common = ("--dataset", "synthetic", "--n-train", "300", "--n-test", "60")
+    for method in ("pgd", "fgsm-rs", "trades", "ibp"):
+        out = run_cli("train", *common, "--norm", "inf", "--eps", "0.05", "--method", method, "--epochs", "1",
+                      "--ascent-steps", *(("2",) if method in ("pgd", "trades") else ("1",)), "--eps-ramp", "0.5",
+                      "--monitor", "50", "--no-progress", "--out", str(tmp_path / method))
+        assert out.returncode == 0, out.stderr
+        assert "pgd_acc_monitor" in (tmp_path / method / "metrics.jsonl").read_text()
+    model = str(tmp_path / "ibp" / "model.npz")
+    out = run_cli("certify", *common, "--model", model, "--eps", "0.05", "--attack", "suite",
+                  "--out", str(tmp_path / "c.json"))
+    assert out.returncode == 0, out.stderr
+    assert "certified accuracy (ibp, l_inf eps 0.05)" in out.stdout and "attack suite" in out.stdout
+    for args, word in ((("--method", "ibp", "--norm", "2"), "use --norm inf"),
+                       (("--method", "smoothing", "--norm", "inf"), "use --norm 2")):
+        out = run_cli("certify", *common, "--model", model, "--eps", "0.05", *args)
+        assert out.returncode == 2 and word in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("train", *common, "--method", "pgd", "--epochs", "1")
+    assert out.returncode == 2 and "need --norm and --eps" in out.stderr
