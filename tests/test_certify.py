@@ -20,6 +20,8 @@ from minirobust.layers import BatchNorm1D, BatchNorm2D, Conv2D, Dense, Flatten, 
 from minirobust.model import Sequential
 from minirobust.robust import RobustTrainer, TrainConfig, pgd
 
+from .helpers import mnist_arrays
+
 
 def _bn_net(seed=0):
     """conv + BatchNorm (eval mode, non-trivial statistics) + pool + dense: every rule at once."""
@@ -164,17 +166,19 @@ def test_the_ibp_loss_gradient_equals_finite_differences_for_the_whole_net(name)
 
 
 def test_ibp_certifies_only_what_attacks_cannot_break():
-    x, y = separable_images(200, seed=3)
-    model = nets.paper_mnist(seed=0, mean=float(x.mean()), std=float(x.std()))
-    RobustTrainer(model, TrainConfig(epochs=3, batch_size=50, norm="inf", eps=0.05, method="ibp",
-                                     eps_ramp_epochs=1), log=None, progress=False).fit(x, y)
-    cert = ibp(model, x, y, 0.05)
-    assert 0.2 < cert.certified_acc  # training made some points certifiable
-    attacked_ok = ~to_host(pgd(model, x, y, norm="inf", eps=0.05, steps=20, rng=0).success)
-    clean_ok = to_host(model.predict(x)) == y
-    assert np.all(cert.certified <= attacked_ok) and np.all(attacked_ok <= clean_ok | ~attacked_ok)
-    assert np.all(cert.certified <= clean_ok)
-    assert ibp(model, x, y, 0.0).certified_acc == pytest.approx(clean_ok.mean())
+    # IBP training on 3,000 MNIST digits (warm-up, then eps and kappa ramped): some points certify,
+    # and per example certified <= survives PGD <= correct
+    x, y, xt, yt, mean, std = mnist_arrays()
+    model = nets.paper_mnist(seed=0, mean=mean, std=std)
+    RobustTrainer(model, TrainConfig(epochs=4, batch_size=50, norm="inf", eps=0.1, method="ibp", weight_decay=0,
+                                     eps_warmup_epochs=1, eps_ramp_epochs=2), log=None, progress=False).fit(x[:3000], y[:3000])
+    xt, yt = xt[:300], yt[:300]
+    cert = ibp(model, xt, yt, 0.1)
+    assert cert.certified_acc > 0.25
+    clean_ok = to_host(model.predict(xt)) == yt
+    attacked_ok = clean_ok & ~to_host(pgd(model, xt, yt, norm="inf", eps=0.1, steps=20, rng=0).success)
+    assert np.all(cert.certified <= attacked_ok) and attacked_ok.mean() < clean_ok.mean()
+    assert ibp(model, xt, yt, 0.0).certified_acc == pytest.approx(clean_ok.mean())
 
 
 def test_spectral_norms_equal_the_exact_singular_values():
@@ -185,7 +189,9 @@ def test_spectral_norms_equal_the_exact_singular_values():
     basis = np.eye(2 * 5 * 5).reshape(-1, 2, 5, 5)
     conv.params["b"][:] = 0
     A = conv.forward(basis).reshape(len(basis), -1).T
-    assert spectral_norm(conv, (2, 5, 5)) == pytest.approx(np.linalg.svd(A, compute_uv=False)[0], rel=1e-6)
+    # its top two singular values are 0.02% apart, so power iteration creeps up slowly: from below
+    sigma = np.linalg.svd(A, compute_uv=False)[0]
+    assert sigma * (1 - 1e-3) <= spectral_norm(conv, (2, 5, 5)) <= sigma * (1 + 1e-12)
     inf_norms = dict(layer_norms(Sequential([conv, Flatten(), Dense(75, 4, seed=1, dtype=np.float64)],
                                             dtype=np.float64), (2, 5, 5), "inf"))
     assert inf_norms[conv.name] >= np.abs(A).sum(axis=1).max() - 1e-12  # padding only removes terms

@@ -223,7 +223,7 @@ def test_bad_method_settings_are_named():
                       (dict(norm="inf", eps=0.1, eps_ramp_epochs=-1), "eps_ramp_epochs")]:
         with pytest.raises(InputError, match=word):
             TrainConfig(**cfg).validate()
-    assert set(METHODS) == {"paper", "pgd", "fgsm-rs", "trades"}
+    assert set(METHODS) == {"paper", "pgd", "fgsm-rs", "trades", "ibp"}
 
 
 def test_the_gap_rule_catches_a_net_that_never_became_robust():
