@@ -9,7 +9,7 @@ export MINIROBUST_DATA
 CIFAR_ROOT ?= $(HOME)/.cache/minirobust
 CIFAR_BUILDER = ../shared/data/cifar10/build_binary.py
 
-.PHONY: venv test test-all demo info reproduce reproduce-quick reproduce-cifar10 cifar10-data bench gpu-check lessons lessons-html notebook exercises clean
+.PHONY: venv check test test-all demo info reproduce reproduce-quick reproduce-cifar10 cifar10-data bench gpu-check lessons lessons-html notebook exercises clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ venv: $(VENV)/.installed
 $(VENV)/.lessons-installed: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[lessons]"
 	touch $@
+
+# the developers' inner loop (under 2 minutes on 2 cores): unit and property tests of layers,
+# kernels, balls, attacks, training methods, certificates and the exercise checker; `make test` is CI's
+CHECK_TESTS = tests/test_layers.py tests/test_kernels.py tests/test_balls.py tests/test_attacks.py \
+	tests/test_gradcheck.py tests/test_optim.py tests/test_methods.py tests/test_certify.py \
+	tests/test_exercises.py tests/test_checkpoint.py tests/test_model.py tests/test_backend.py
+
+check: venv                ## the quick inner loop (< 2 minutes); make test runs everything CI runs
+	$(PY) -m pytest -q -m "not slow and not lessons and not gpu" $(CHECK_TESTS)
 
 test: venv                 ## the default test run (slow end-to-end runs deselected)
 	$(PY) -m pytest -q

@@ -142,11 +142,11 @@ def test_the_trades_ascent_raises_the_kl_term(digits):
     assert kl(x_adv) > 10 * kl(start_only) and kl(x_adv) > 1e-3
 
 
-@pytest.mark.parametrize("method", ROBUST)
+@pytest.mark.parametrize("method", [*ROBUST, "ibp"])
 def test_resume_mid_run_is_bit_identical_for_every_method(method, digits, tmp_path):
     x, y = digits
     cfg = dict(norm="inf", eps=0.3, method=method, ascent_steps=2 if method in ("pgd", "trades") else None,
-               batch_size=40, epochs=2, eps_ramp_epochs=1.5)
+               batch_size=40, epochs=2, eps_ramp_epochs=1.5, eps_warmup_epochs=0.5 if method == "ibp" else 0.0)
     straight = nets.paper_mnist(seed=0)
     _quiet(straight, **cfg).fit(x, y)
     halves = nets.paper_mnist(seed=0)

@@ -94,9 +94,10 @@ class CertifiedReproduction:
     def __init__(self, settings: CertifiedSettings, nets_=("paper-mnist", "large-mnist"), eps_list=(0.1, 0.3),
                  also=(), results_dir="results/certified", runs_dir="runs/certified", data_dir=None, time_limit=None,
                  log=print, progress=True):
+        nets_ = [n for n in nets_ if n != "none"]  # --nets none: only --also models, then assemble
         for n in nets_:
             if n not in ("paper-mnist", "large-mnist"):
-                raise InputError(f"unknown net {n!r} for certified: choose paper-mnist or large-mnist")
+                raise InputError(f"unknown net {n!r} for certified: choose paper-mnist, large-mnist or none")
         self.s, self.nets, self.eps_list, self.also = settings, list(nets_), [float(e) for e in eps_list], list(also)
         self.results_dir, self.runs_dir, self.data_dir = Path(results_dir), Path(runs_dir), data_dir
         self.time_limit, self.log, self.progress = time_limit, log, progress
