@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_atomic
 from .errors import CheckpointError
 from .model import Sequential
 from .npzfile import NpzReader
@@ -42,20 +41,6 @@ class Checkpoint:
         return int(self.meta.get("epoch", 0))
 
 
-def _atomic_replace(path: Path, write):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save(path, model: Sequential, optimizer=None, **meta) -> Path:
     """Write model (+ optimiser state) and JSON-able ``meta`` to ``path`` atomically."""
     path = Path(path)
@@ -66,8 +51,8 @@ def save(path, model: Sequential, optimizer=None, **meta) -> Path:
         info["optimizer"] = {**optimizer.config(), "t": optimizer.t}
     text = json.dumps(info, indent=1, default=_json_default)
     arrays[META] = np.frombuffer(text.encode(), dtype=np.uint8)
-    _atomic_replace(path, lambda f: np.savez(f, **arrays))
-    _atomic_replace(path.with_suffix(".json"), lambda f: f.write(text.encode()))
+    write_atomic(path, lambda f: np.savez(f, **arrays))
+    write_atomic(path.with_suffix(".json"), text)
     return path
 
 

@@ -299,3 +299,26 @@ def test_train_piped_into_head_still_saves_its_model(tmp_path):
     out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "BrokenPipe" not in out.stderr and (tmp_path / "run" / "model.npz").exists()
+
+
+def test_an_adversarial_set_is_written_atomically(tmp_path, monkeypatch):
+    # a writer killed mid-save leaves the previous set whole (no partial .npz that every rerun trips on)
+    import numpy as np
+
+    from minirobust.robust import AdversarialSet
+
+    path = tmp_path / "sets" / "amnist.npz"
+    first = AdversarialSet(np.zeros((2, 1, 4, 4), np.float32), np.array([0, 1]), np.array([0, 1]),
+                           np.array(["inf", "inf"]), np.array([0.1, 0.2]))
+    first.save(path)
+
+    def killed(f, **arrays):
+        f.write(b"PK\x03\x04 half an archive")
+        raise KeyboardInterrupt  # the driver dies mid-write
+
+    monkeypatch.setattr(np, "savez_compressed", killed)
+    with pytest.raises(KeyboardInterrupt):
+        first.save(path)
+    monkeypatch.undo()
+    again = AdversarialSet.load(path)
+    assert len(again.y) == 2 and list(path.parent.iterdir()) == [path]

@@ -20,12 +20,12 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_atomic
 from ..errors import DataError
 from .cifar import RECORD, parse_cifar10_batch, read_batch_bytes, read_label_names
 from .download import download_verified, sha256_bytes
@@ -106,17 +106,6 @@ def npy_cache_dir(source_folder: Path) -> Path:
 
 # ----- the verified .npy cache -----------------------------------------------------------------
 
-def _atomic_write(path: Path, data: bytes):
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _cached_array(source: Path, cache_dir: Path, decode):
     """``decode(source)`` -> array, memoised on disk as a checksummed .npy.
 
@@ -140,8 +129,8 @@ def _cached_array(source: Path, cache_dir: Path, decode):
         buf = io.BytesIO()
         np.save(buf, arr, allow_pickle=False)
         blob = buf.getvalue()
-        _atomic_write(npy, blob)
-        _atomic_write(meta_path, json.dumps({**stamp, "npy_sha256": sha256_bytes(blob)}).encode())
+        write_atomic(npy, blob)
+        write_atomic(meta_path, json.dumps({**stamp, "npy_sha256": sha256_bytes(blob)}).encode())
     except OSError:
         pass  # caching is an optimisation; a read-only place just means no cache
     return arr
@@ -225,11 +214,11 @@ def _extract_cifar(archive: Path, folder: Path):
                 data = tar.extractfile(member).read()
                 if name.endswith(".bin") and len(data) != 10000 * RECORD:
                     raise DataError(f"{archive}: {name} has {len(data)} bytes, expected {10000 * RECORD}")
-                _atomic_write(folder / name, data)
+                write_atomic(folder / name, data)
                 manifest[name] = sha256_bytes(data)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DataError(f"{archive}: corrupt archive ({exc})") from exc
-    _atomic_write(folder / CIFAR10_MANIFEST, "".join(f"{h}  {n}\n" for n, h in manifest.items()).encode())
+    write_atomic(folder / CIFAR10_MANIFEST, "".join(f"{h}  {n}\n" for n, h in manifest.items()).encode())
 
 
 def fetch_cifar10(data_dir=None, urls=None, log=print) -> Path:

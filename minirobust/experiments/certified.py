@@ -28,7 +28,8 @@ from ..data import dataset_stats, load_mnist, to_float
 from ..errors import InputError
 from ..robust import RobustTrainer, TrainConfig, pgd, run_suite
 from ..robust.suite import standard_suite
-from .standard_radius import _pct, _write_atomic
+from ..atomic import write_atomic
+from .standard_radius import _pct
 
 PUBLISHED = {0.1: "97.08% certified, 98.92% clean (Gowal et al. 2018, large net, 100 epochs)",
              0.3: "91.79% certified (Gowal et al. 2018, trained at 0.4)"}
@@ -132,7 +133,7 @@ class CertifiedReproduction:
         run = CertifiedRun(net=net, method="ibp", eps=eps, **scores, epochs=trainer.epoch,
                            train_seconds=round(sum(r["seconds"] for r in history), 1),
                            eval_seconds=round(time.perf_counter() - t0, 1), settings=asdict(self.s))
-        _write_atomic(folder / "result.json", json.dumps(asdict(run), indent=1))
+        write_atomic(folder / "result.json", json.dumps(asdict(run), indent=1))
         self.log(f"[{net}/ibp/{eps:g}] clean {run.clean_acc}%  suite {run.suite_acc}%  certified {run.certified_acc}%")
         return run
 
@@ -148,7 +149,7 @@ class CertifiedReproduction:
                      f"certified {runs[-1].certified_acc}%")
         folder = self.runs_dir / "others" / name.replace("/", "_")
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / "result.json", json.dumps([asdict(r) for r in runs], indent=1))
+        write_atomic(folder / "result.json", json.dumps([asdict(r) for r in runs], indent=1))
         return runs
 
     def run(self) -> dict:
@@ -176,8 +177,8 @@ class CertifiedReproduction:
                         f"Square {self.s.suite_queries} queries",
                "runs": {k: {key: v for key, v in asdict(r).items() if key != "settings"} for k, r in runs.items()}}
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.results_dir / "results.json", json.dumps(out, indent=1))
-        _write_atomic(self.results_dir / "table.md", render_table(out))
+        write_atomic(self.results_dir / "results.json", json.dumps(out, indent=1))
+        write_atomic(self.results_dir / "table.md", render_table(out))
         if runs:
             plot_certified(out, self.results_dir / "certified.png")
         return out

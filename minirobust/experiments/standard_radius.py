@@ -14,12 +14,12 @@ and a last call assembles ``results.json``, ``table.md`` and ``monitor.png``.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .. import nets
+from ..atomic import write_atomic
 from ..data import dataset_stats, load_mnist, to_float
 from ..errors import InputError
 from ..robust import RobustTrainer, TrainConfig, robust_accuracy, run_suite
@@ -100,12 +100,6 @@ def _pct(v) -> float:
     return round(100 * float(v), 2)
 
 
-def _write_atomic(path: Path, text: str):
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class StandardRadius:
     def __init__(self, settings: Eps03Settings, nets_=NETS, methods=METHODS, results_dir="results/mnist_eps03",
                  runs_dir="runs/mnist_eps03", data_dir=None, time_limit=None, log=print, progress=True):
@@ -166,7 +160,7 @@ class StandardRadius:
             monitor=[_pct(r["pgd_acc_monitor"]) for r in history if "pgd_acc_monitor" in r],
             train_acc=[_pct(r["train_acc"]) for r in history], suite_broken_by=suite.to_json()["broken_by"],
             eval_seconds=round(time.perf_counter() - t0, 1), settings=asdict(self.s))
-        _write_atomic(folder / "result.json", json.dumps(asdict(result), indent=1))
+        write_atomic(folder / "result.json", json.dumps(asdict(result), indent=1))
         self.log(f"[{net}/{method}] clean {result.clean_acc}%  PGD-{self.s.pgd_steps} {result.pgd_acc}%  "
                  f"suite {result.suite_acc}%  ({result.epochs} epochs, {result.train_seconds} s)")
         return result
@@ -192,8 +186,8 @@ class StandardRadius:
                         f"Square {self.s.suite_queries} queries",
                "runs": {k: _summary(r) for k, r in runs.items()}}
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.results_dir / "results.json", json.dumps(out, indent=1))
-        _write_atomic(self.results_dir / "table.md", render_table(out))
+        write_atomic(self.results_dir / "results.json", json.dumps(out, indent=1))
+        write_atomic(self.results_dir / "table.md", render_table(out))
         if runs:
             plot_monitor(runs, self.results_dir / "monitor.png")
         return out

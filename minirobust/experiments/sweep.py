@@ -18,12 +18,10 @@ run), ``summary.md`` / ``summary.json`` (mean and standard deviation over seeds)
 
 from __future__ import annotations
 
-import csv
 import functools
 import itertools
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import checkpoint, nets
+from ..atomic import csv_text, write_atomic
 from ..errors import InputError
 from ..robust import (AdversarialSet, RobustTrainer, TrainConfig, accuracy_on_set, accuracy_vs_eps, adversarial_set,
                       robust_accuracy)
@@ -146,14 +145,8 @@ def run(config, out_root, data_dir=None) -> dict:
                                                    rng=cfg.seed)["robust_acc"]
     row["train_seconds"] = round(sum(h["seconds"] for h in history), 2)
     row["eval_seconds"] = round(time.perf_counter() - t0, 2)
-    _write_atomic(result_path, json.dumps(row, indent=1))
+    write_atomic(result_path, json.dumps(row, indent=1))
     return row
-
-
-def _write_atomic(path: Path, text: str):
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ----- the sweep ----------------------------------------------------------------------------------
@@ -228,14 +221,9 @@ def add_adversarial_set_accuracy(rows, configs, out, data_dir=None, log=print):
 
 
 def write_results(rows, out: Path):
-    _write_atomic(out / "results.json", json.dumps(rows, indent=1))
+    write_atomic(out / "results.json", json.dumps(rows, indent=1))
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = out / f"results.csv.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out / "results.csv")
+    write_atomic(out / "results.csv", csv_text(rows, columns))
 
 
 def summarise(rows) -> list:
@@ -259,7 +247,7 @@ def summarise(rows) -> list:
 
 def write_summary(rows, out: Path):
     summary = summarise(rows)
-    _write_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     cols = [("clean_acc", "clean"), ("amnist_acc", "AMNIST-style"), (f"pgd_linf_{PAPER_RADII['inf']:g}",
             f"PGD l_inf {PAPER_RADII['inf']:g}"), (f"pgd_linf_{2 * PAPER_RADII['inf']:g}",
             f"PGD l_inf {2 * PAPER_RADII['inf']:g}")]

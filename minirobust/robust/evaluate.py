@@ -11,10 +11,10 @@ Two denominators, both reported:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_atomic
 from ..backend import to_host
 from ..errors import DataError, InputError
 from ..npzfile import read_npz
@@ -120,9 +120,9 @@ class AdversarialSet:
         return {str(k): int(v) for k, v in zip(names, counts)}
 
     def save(self, path):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, x=self.x, y=self.y, source=self.source, norm=self.norm, eps=self.eps)
+        # atomic: a driver killed mid-write must not leave a partial set that every rerun trips on
+        write_atomic(path, lambda f: np.savez_compressed(f, x=self.x, y=self.y, source=self.source, norm=self.norm,
+                                                           eps=self.eps))
 
     @classmethod
     def load(cls, path) -> "AdversarialSet":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 
 try:
@@ -22,6 +21,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 from .. import checkpoint
+from ..atomic import write_atomic
 from ..errors import CheckpointError, TrainingError
 
 
@@ -78,9 +78,7 @@ class RunFolder:
         checkpoint, whatever a crash left in it."""
         if not self.path:
             return
-        tmp = self.metrics_path.with_name(f"metrics.jsonl.tmp-{os.getpid()}")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
-        os.replace(tmp, self.metrics_path)
+        write_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in history))
 
     def append_metrics(self, record):
         if not self.path:
