@@ -14,6 +14,8 @@ import numpy as np
 
 from minirobust import checkpoint
 
+from .calibration import slowness
+
 COMMON = ["train", "--dataset", "synthetic", "--no-progress", "--n-train", "2000", "--n-test", "20", "--norm", "inf",
           "--eps", "0.1", "--epochs", "6", "--batch-size", "50"]
 KILLS = 12
@@ -24,23 +26,32 @@ def _train(out, *extra):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def _epochs_done(out):
+    metrics = out / "metrics.jsonl"
+    return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
+
 def test_random_kills_then_resume_match_an_uninterrupted_run(tmp_path):
+    wait_s = 300 * slowness()  # a busy machine stretches the timeouts, not the test's meaning
     t0 = time.monotonic()
     full = _train(tmp_path / "full")
-    assert full.wait(timeout=300) == 0, full.stderr.read()
+    assert full.wait(timeout=wait_s) == 0, full.stderr.read()
     whole_run = time.monotonic() - t0  # start-up and every epoch, however fast this machine is
     out, rng, kills = tmp_path / "killed", np.random.default_rng(0), 0
     for _ in range(KILLS):
         proc = _train(out, "--resume")
-        time.sleep(float(rng.uniform(0.2, 0.9)) * whole_run)  # anywhere: start-up, a step, a save
+        # anywhere in what is left of the run (start-up, a step, a save): timed from the part of the
+        # run still to go, so that a resumed run is not let finish before the loop has killed it
+        left = max(6 - _epochs_done(out), 1) / 6
+        time.sleep(float(rng.uniform(0.2, 0.9)) * whole_run * left)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
-        proc.wait(timeout=60)
+        proc.wait(timeout=60 * slowness())
         if (out / "model.npz").exists():
             break
     last = _train(out, "--resume")
-    assert last.wait(timeout=300) == 0, last.stderr.read()
+    assert last.wait(timeout=wait_s) == 0, last.stderr.read()
     assert kills >= 3  # the loop did interrupt the run
     a = checkpoint.load(tmp_path / "full" / "model.npz").model.parameters()
     b = checkpoint.load(out / "model.npz").model.parameters()

@@ -10,12 +10,14 @@ import time
 
 import pytest
 
+from .calibration import slowness
 from .conftest import REPO, SHARED_DATA
 
 LESSONS = REPO / "lessons"
 NOTEBOOKS = sorted(LESSONS.glob("[0-9][0-9]_*.ipynb"))
-BUDGET_S = 120  # per notebook in SMALL mode on a 2-core machine (measured: 2-35 s)
+BUDGET_S = 120  # per notebook in SMALL mode on a quiet 2-core machine (measured: 2-35 s)
 TOTAL_BUDGET_S = 600  # all of them together
+SLOWNESS = slowness()  # a busy machine (CI under load) stretches the budgets by what it measures
 TIMES: dict = {}
 
 pytestmark = pytest.mark.lessons
@@ -55,12 +57,14 @@ def test_notebook_runs_in_small_mode_within_its_budget(path, monkeypatch):
     monkeypatch.setenv("MINIROBUST_DATA", str(SHARED_DATA))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=BUDGET_S, kernel_name="python3",
+    budget = BUDGET_S * SLOWNESS
+    client = nbclient.NotebookClient(nb, timeout=budget, kernel_name="python3",
                                      resources={"metadata": {"path": str(LESSONS)}})
     start = time.perf_counter()
     client.execute()  # a fresh kernel; raises CellExecutionError naming the failing cell
     TIMES[path.stem] = elapsed = time.perf_counter() - start
-    assert elapsed < BUDGET_S, f"{path.name} took {elapsed:.0f} s in SMALL mode (budget {BUDGET_S} s)"
+    assert elapsed < budget, (f"{path.name} took {elapsed:.0f} s in SMALL mode (budget {BUDGET_S} s x "
+                              f"{SLOWNESS:.2f}, the machine's measured slowness)")
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name} drew no figure"
     last = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
@@ -72,7 +76,8 @@ def test_all_lessons_together_fit_the_total_budget():
         pytest.skip("not every notebook ran in this session (run the whole file)")
     total = sum(TIMES.values())
     print(", ".join(f"{k} {v:.0f} s" for k, v in TIMES.items()), f"; total {total:.0f} s")
-    assert total < TOTAL_BUDGET_S, f"the lessons took {total:.0f} s together (budget {TOTAL_BUDGET_S} s)"
+    assert total < TOTAL_BUDGET_S * SLOWNESS, (f"the lessons took {total:.0f} s together (budget {TOTAL_BUDGET_S} s "
+                                              f"x {SLOWNESS:.2f})")
 
 
 def test_lessons_use_the_exercise_files_learners_edit():
