@@ -400,11 +400,21 @@ def cmd_sweep(args):
     from .experiments.sweep import grid, parse_radii, sweep  # noqa: PLC0415
 
     norms = [None if n.strip().lower() in ("none", "plain") else n.strip() for n in args.norms.split(",") if n.strip()]
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    for n in norms:
+        if n is not None and n not in ("inf", "2", "1"):
+            raise InputError(f"--norms {args.norms}: each must be none, inf, 2 or 1, not {n!r}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"--seeds {args.seeds}: expected comma-separated whole numbers") from None
     if not norms or not seeds or min(seeds) < 0:
         raise InputError("--norms and --seeds need at least one value each (seeds >= 0)")
+    radii = parse_radii(args.radii) or None
+    unused = sorted(set(radii or {}) - {n for n in norms if n is not None})
+    if unused:
+        raise InputError(f"--radii for l_{', l_'.join(unused)}: that norm is not in --norms {args.norms}")
     _writable_folder(args.out, "--out")
-    configs = grid(norms=norms, radii=parse_radii(args.radii) or None, seeds=seeds, epochs=args.epochs,
+    configs = grid(norms=norms, radii=radii, seeds=seeds, epochs=args.epochs,
                    net=args.net, dataset=args.dataset, n_train=args.n_train, n_test=args.n_test, n_pgd=args.n_pgd,
                    pgd_steps=args.pgd_steps)
     rows = sweep(configs, args.out, runner=args.runner, workers=args.workers, scheduler=args.scheduler,

@@ -153,3 +153,29 @@ def test_bad_sweep_settings_are_clear_errors():
     assert [c.key for c in grid(norms=[None, "inf"], radii={"inf": [0.1, 0.2]}, seeds=[3], epochs=1)] == [
         "mnist_paper-mnist_plain_seed3_ep1", "mnist_paper-mnist_linf-eps0.1_seed3_ep1",
         "mnist_paper-mnist_linf-eps0.2_seed3_ep1"]
+
+
+def test_stored_results_are_checked_and_torn_ones_run_again(tmp_path):
+    # issue 28 items 2 and 4: a result made with other evaluation settings is not reused; a torn one
+    # is said in one line and run again
+    said = []
+    cfg = dict(norms=["inf"], seeds=[0], epochs=1, dataset="synthetic", n_train=200, n_test=50, n_pgd=10, pgd_steps=1)
+    first = sweep(grid(**cfg), tmp_path, runner=LocalRunner(1), progress=False, log=_quiet)
+    again = sweep(grid(**{**cfg, "n_pgd": 50, "pgd_steps": 3}), tmp_path, runner=LocalRunner(1), progress=False,
+                  log=said.append)
+    assert again[0]["n_pgd"] == 50 and again[0]["pgd_steps"] == 3 and first[0]["n_pgd"] == 10
+    assert any("made with other settings" in line for line in said)
+    result = next(tmp_path.glob("runs/*/result.json"))
+    result.write_text(result.read_text()[:40])  # torn mid-write
+    said.clear()
+    third = sweep(grid(**{**cfg, "n_pgd": 50, "pgd_steps": 3}), tmp_path, runner=LocalRunner(1), progress=False,
+                  log=said.append)
+    assert any("unreadable" in line for line in said) and third[0]["clean_acc"] == again[0]["clean_acc"]
+
+
+def test_malformed_grids_are_one_line_errors():
+    for bad in (dict(eps=-1.0, norm="inf"), dict(eps=float("nan"), norm="inf"), dict(n_train=-5), dict(n_pgd=0)):
+        with pytest.raises(InputError):
+            RunConfig(**bad)
+    with pytest.raises(InputError, match="twice"):
+        parse_radii(["inf=0.1", "inf=0.2"])

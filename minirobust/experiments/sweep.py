@@ -69,6 +69,14 @@ class RunConfig:
             raise InputError(f"sweeps run on mnist or synthetic, not {self.dataset!r}")
         if int(self.epochs) < 1 or int(self.seed) < 0:
             raise InputError(f"epochs must be >= 1 and seed >= 0, got {self.epochs}, {self.seed}")
+        if not (math.isfinite(self.eps) and self.eps >= 0):
+            raise InputError(f"eps must be a finite number >= 0, got {self.eps}")
+        for name in ("n_train", "n_test"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                raise InputError(f"{name} must be >= 1 (or None for all), got {value}")
+        if int(self.n_pgd) < 1 or int(self.pgd_steps) < 1:
+            raise InputError(f"n_pgd and pgd_steps must be >= 1, got {self.n_pgd}, {self.pgd_steps}")
 
     @property
     def key(self) -> str:
@@ -120,15 +128,40 @@ def run_folder(out_root, cfg: RunConfig) -> Path:
     return Path(out_root) / "runs" / cfg.key
 
 
+def finished_result(folder, cfg: RunConfig, log=None) -> dict | None:
+    """The run's stored result row, if there is one made with exactly ``cfg``'s settings. A torn
+    or unreadable result.json, or one from other settings (the folder's name rounds eps and
+    leaves out the evaluation settings), is not finished: said in one line, and run again."""
+    path = Path(folder) / "result.json"
+    if not path.exists():
+        return None
+    try:
+        row = json.loads(path.read_text())
+        if not isinstance(row, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        if log:
+            log(f"  {path}: unreadable ({type(exc).__name__}), so that run counts as unfinished and runs again")
+        return None
+    asked = {**cfg.to_dict(), "norm": cfg.norm or "none"}  # as the row stores them
+    differ = {k: (row.get(k), v) for k, v in asked.items() if row.get(k) != v}
+    if differ:
+        if log:
+            log(f"  {path}: made with other settings {differ} (stored, asked): evaluated again")
+        return None
+    return row
+
+
 def run(config, out_root, data_dir=None) -> dict:
     """Train and evaluate one configuration (a RunConfig or its dict); returns its result row.
 
-    A run with a ``result.json`` returns it; one with a checkpoint continues from it."""
+    A run with a ``result.json`` of the same settings returns it; one with a checkpoint
+    continues from it (a finished training is only evaluated again)."""
     cfg = config if isinstance(config, RunConfig) else RunConfig(**config)
     folder = run_folder(out_root, cfg)
-    result_path = folder / "result.json"
-    if result_path.exists():
-        return json.loads(result_path.read_text())
+    done = finished_result(folder, cfg)
+    if done is not None:
+        return done
     x, y, xt, yt, mean, std = load_arrays(cfg, data_dir)
     model = nets.NETS[cfg.net](seed=cfg.seed, mean=mean, std=std)
     train = TrainConfig(epochs=cfg.epochs, norm=cfg.norm, eps=cfg.eps, seed=cfg.seed, **PAPER_TRAINING)
@@ -145,7 +178,7 @@ def run(config, out_root, data_dir=None) -> dict:
                                                    rng=cfg.seed)["robust_acc"]
     row["train_seconds"] = round(sum(h["seconds"] for h in history), 2)
     row["eval_seconds"] = round(time.perf_counter() - t0, 2)
-    write_atomic(result_path, json.dumps(row, indent=1))
+    write_atomic(folder / "result.json", json.dumps(row, indent=1))
     return row
 
 
@@ -165,8 +198,8 @@ def sweep(configs, out_dir, runner="local", workers=2, scheduler=None, data_dir=
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runner = make_runner(runner, workers, scheduler) if isinstance(runner, str) else runner
-    rows = {c.key: json.loads((run_folder(out, c) / "result.json").read_text()) for c in configs
-            if (run_folder(out, c) / "result.json").exists()}
+    stored = {c.key: finished_result(run_folder(out, c), c, log) for c in configs}
+    rows = {k: row for k, row in stored.items() if row is not None}
     todo = {c.key: c.to_dict() for c in configs if c.key not in rows}
     log(f"sweep: {len(configs)} runs, {len(rows)} finished earlier, {len(todo)} to run on the "
         f"{getattr(runner, 'name', type(runner).__name__)} runner -> {out}")
@@ -300,5 +333,8 @@ def parse_radii(items) -> dict:
             raise InputError(f"--radii {item!r}: the radii must be numbers") from None
         if not eps or not all(math.isfinite(e) and e >= 0 for e in eps):
             raise InputError(f"--radii {item!r}: give finite radii >= 0")
-        radii[norm_name(parse_norm(norm))] = eps
+        name = norm_name(parse_norm(norm))
+        if name in radii:
+            raise InputError(f"--radii gives l_{name} twice: put all its radii in one NORM=EPS,EPS")
+        radii[name] = eps
     return radii
