@@ -322,3 +322,21 @@ def test_an_adversarial_set_is_written_atomically(tmp_path, monkeypatch):
     monkeypatch.undo()
     again = AdversarialSet.load(path)
     assert len(again.y) == 2 and list(path.parent.iterdir()) == [path]
+
+
+def test_reproduce_never_clears_a_run_folder_another_run_holds(tmp_path):
+    # issue 28 item 1: without --resume, reproduce started each net's folder afresh by deleting it,
+    # lock or not; now it clears under the folder's lock and a held folder stops it in one line
+    from minirobust.errors import TrainingError
+    from minirobust.robust.run_folder import RunFolder
+
+    folder = RunFolder(tmp_path / "baseline")
+    folder.path.mkdir()
+    (folder.path / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    holder = RunFolder(folder.path)
+    with holder.lock():  # another process's training, as far as flock can tell
+        with pytest.raises(TrainingError, match="in use by another training run"):
+            RunFolder(folder.path).clear()
+    assert (folder.path / "metrics.jsonl").exists()
+    folder.clear()
+    assert [p.name for p in folder.path.iterdir()] == [".lock"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from ..robust import (
     robust_accuracy,
     single_pixel,
 )
+from ..robust.run_folder import RunFolder
 
 MNIST_STD_PIXEL = 0.3081  # the authors' radii are in standardised units: eps_pixel = eps_std * std
 
@@ -171,8 +171,8 @@ class MnistReproduction:
                     self.models[name] = ck.model
                     self.timings[name] = [h["seconds"] for h in ck.meta.get("history", [])]
                     continue
-            if not self.resume and out.exists():
-                shutil.rmtree(out)
+            if not self.resume:
+                RunFolder(out).clear()  # under the folder's lock: never a run another process holds
             self.log(f"[train] {name}: norm {norm or '-'}, eps {cfg.eps:g} (pixel scale), {cfg.epochs} epochs "
                      f"on {len(self.x):,} images")
             model = self.make_model()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from pathlib import Path
 
 try:
@@ -63,6 +64,21 @@ class RunFolder:
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
+
+    def clear(self):
+        """Start the folder afresh: everything in it removed, under its lock, so that a run that
+        holds it (another process training there) is never deleted from under it: that stops
+        here with the lock's one-line error instead."""
+        if not self.path or not self.path.exists():
+            return
+        with self.lock():
+            for entry in self.path.iterdir():
+                if entry.name == ".lock":
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
 
     def remove_stray_temporaries(self):
         """Temporary files a killed run left mid-write (``*.tmp-*``): never the real files, which
