@@ -118,7 +118,10 @@ def test_l1_step_can_leave_the_box_edge_only_inward(trained):
 # ----- APGD's schedule and strength ------------------------------------------------------------------
 
 def test_checkpoints_follow_the_paper():
-    assert checkpoints(100) == [22, 41, 58, 70, 80, 87, 93, 99]
+    # the paper's p_j, in exact decimals: 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99
+    assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert checkpoints(1000) == [220, 410, 570, 700, 800, 870, 930, 990]
+    assert checkpoints(10) == [3, 5, 6, 7, 8, 9]  # ceil(2.2), ceil(4.1), ceil(5.7), 7, 8, ceil(8.7); 9.3 -> 10 not < 10
 
 
 def test_apgd_best_value_never_falls_between_checkpoints(trained):

@@ -21,6 +21,7 @@ intersected with the box). Objectives: cross-entropy or DLR, on logits (``object
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -36,10 +37,13 @@ RHO = 0.75  # condition (1): the fraction of steps that must have raised the obj
 
 
 def checkpoints(steps: int) -> list:
-    """The iterations at which APGD may halve its step size (w_1, w_2, ... < steps)."""
-    p = [0.0, 0.22]
+    """The iterations at which APGD may halve its step size (w_1, w_2, ... < steps):
+    w_j = ceil(p_j * steps), p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)
+    (Croce & Hein 2020, section 3.2). In exact fractions: in floats p_3 * 100 = 57.000...01,
+    whose ceiling is 58, not the paper's 57."""
+    p = [Fraction(0), Fraction(22, 100)]
     while p[-1] < 1:
-        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+        p.append(p[-1] + max(p[-1] - p[-2] - Fraction(3, 100), Fraction(6, 100)))
     return sorted({math.ceil(f * steps) for f in p[1:] if math.ceil(f * steps) < steps})
 
 
