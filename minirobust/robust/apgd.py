@@ -96,7 +96,8 @@ def apgd(model, x, y=None, norm="inf", eps=0.03, steps=100, objective="ce", targ
     """APGD on ``objective`` ("ce" or "dlr") inside the l_p ball of radius eps.
 
     target: None (untargeted), labels (N,), or "random" / "least-likely" (``pick_targets``);
-    targeted runs climb -CE(target) or the targeted DLR. ``restarts`` keeps the per-example
+    targeted runs climb -CE(target) or the targeted DLR; ``success`` is misclassification (the
+    true label lost) in both cases, as in the reference AutoAttack. ``restarts`` keeps the per-example
     worst case. ``trace=True`` puts in ``result.info["best_at_checkpoints"]`` the best objective
     value of every example at the start, at each checkpoint and at the end (of the last restart),
     shape (len(checkpoints(steps)) + 2, N).
@@ -184,5 +185,7 @@ def _apgd_run(model, x, y, target, ball, steps, objective, start, bounds, l1_spa
 
 
 def _fooled(logits, y, target):
-    pred = logits.argmax(axis=1)
-    return pred == target if target is not None else pred != y
+    """Misclassified (the prediction is not the true label ``y``), targeted or not: a targeted run
+    keeps the first iterate that leaves the true class, whichever class it lands in, as the
+    reference AutoAttack does (robust accuracy counts misclassification, not reaching the target)."""
+    return logits.argmax(axis=1) != y
