@@ -63,6 +63,14 @@ def _header(f, name):
     return Member(name, tuple(shape), dtype, fortran)
 
 
+def require_regular_file(path, error, what):
+    """Refuse anything but a regular file (after links): a device such as /dev/zero reports no
+    size and reads forever, and opening a FIFO blocks until a writer comes."""
+    path = Path(path)
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise error(f"{path}: not a regular file (a device, FIFO or socket): not a {what}")
+
+
 class NpzReader:
     """``with NpzReader(path, CheckpointError) as z: z.members; z.read(name)``."""
 
@@ -95,6 +103,7 @@ class NpzReader:
             raise self.error(f"{self.path}: {self.what} not found")
         if self.path.is_dir():
             raise self.error(f"{self.path}: is a folder, not a {self.what}")
+        require_regular_file(self.path, self.error, self.what)
         self._zip = zipfile.ZipFile(self.path)
         self.members = {}
         for info in self._zip.infolist():

@@ -340,3 +340,25 @@ def test_reproduce_never_clears_a_run_folder_another_run_holds(tmp_path):
     assert (folder.path / "metrics.jsonl").exists()
     folder.clear()
     assert [p.name for p in folder.path.iterdir()] == [".lock"]
+
+
+def test_devices_and_fifos_are_refused_before_they_are_read(tmp_path):
+    # issue 28 item 10: a model or data file linked to /dev/zero read until memory ran out; a FIFO hung
+    import os
+
+    from minirobust import checkpoint
+    from minirobust.data.cifar import read_cifar10_batch
+    from minirobust.data.idx import read_idx
+    from minirobust.errors import CheckpointError, DataError
+
+    zero = tmp_path / "zero.npz"
+    zero.symlink_to("/dev/zero")
+    fifo = tmp_path / "fifo.bin"
+    os.mkfifo(fifo)
+    for path in (zero, fifo):
+        with pytest.raises(CheckpointError, match="not a regular file"):
+            checkpoint.load(path)
+        with pytest.raises(DataError, match="not a regular file"):
+            read_idx(path)
+        with pytest.raises(DataError, match="not a regular file"):
+            read_cifar10_batch(path)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..npzfile import require_regular_file
 
 RECORD = 1 + 3 * 32 * 32  # 3073 bytes
 CLASSES = 10
@@ -40,6 +41,7 @@ def read_batch_bytes(path) -> bytes:
     try:
         if path.is_dir():
             raise DataError(f"{path}: is a folder, not a CIFAR-10 batch file")
+        require_regular_file(path, DataError, "CIFAR-10 batch file")
         size = path.stat().st_size
         if size > MAX_RECORDS * RECORD:
             raise DataError(f"{path}: {size:,} bytes is more than the whole CIFAR-10 data set: not a batch file")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..npzfile import require_regular_file
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 GZIP_MAGIC = b"\x1f\x8b"
@@ -41,6 +42,7 @@ def default_limit() -> int:
 def _open_stream(path, name):
     """A binary stream of the file's content, gunzipping on the fly when it is a gzip file."""
     path = Path(path)
+    require_regular_file(path, DataError, "data file")
     try:
         raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
     except FileNotFoundError as exc:
