@@ -119,8 +119,10 @@ class CertifiedReproduction:
     def train_one(self, net, eps) -> CertifiedRun:
         folder = self.runs_dir / net / f"ibp-{eps:g}"
         done = self._stored(folder)
-        if done is not None and done.epochs >= self.s.epochs:
-            self.log(f"[{net}/ibp/{eps:g}] finished earlier: {done.certified_acc}% certified")
+        if done is not None and (done.epochs >= self.s.epochs or not (folder / "checkpoint.npz").exists()):
+            more = "" if done.epochs >= self.s.epochs else (f" ({done.epochs} of {self.s.epochs} epochs, trained "
+                                                             "elsewhere with no checkpoint here: kept as it is)")
+            self.log(f"[{net}/ibp/{eps:g}] finished earlier: {done.certified_acc}% certified{more}")
             return done
         model = nets.NETS[net](seed=self.s.seed, mean=self.mean, std=self.std)
         trainer = RobustTrainer(model, self.s.train_config(eps), out_dir=folder,

@@ -138,6 +138,11 @@ class StandardRadius:
         if done is not None:
             self.log(f"[{net}/{method}] finished earlier: {done.suite_acc}% under the suite")
             return done
+        partial = self.stored(folder, finished=False)
+        if partial is not None and not (folder / "checkpoint.npz").exists():
+            self.log(f"[{net}/{method}] {partial.epochs} of {self.s.epochs} epochs, trained elsewhere with no "
+                     "checkpoint here to continue from: its result is kept as it is")
+            return partial
         model = nets.NETS[net](seed=self.s.seed, mean=self.mean, std=self.std)
         trainer = RobustTrainer(model, self.s.train_config(method), out_dir=folder,
                                 resume=(folder / "checkpoint.npz").exists(), progress=self.progress,
