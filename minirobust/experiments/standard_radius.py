@@ -230,6 +230,7 @@ def plot_monitor(runs: dict, path):
             ax.plot(range(1, len(r.monitor) + 1), r.monitor, marker="o", ms=3,
                     ls="--" if r.net == "paper-mnist" else "-", label=key)
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("PGD-10 accuracy on held-out images (%)")
     ax.set_title("catastrophic-overfitting monitor, l_inf eps 0.3", fontsize=10)
     ax.set_ylim(0, 100)
