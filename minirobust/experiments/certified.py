@@ -199,29 +199,32 @@ def render_table(out) -> str:
 
 
 def plot_certified(out, path):
-    """Certified (solid) and suite (dashed) accuracy against eps, one colour per net/method."""
+    """Left: the IBP-trained nets, certified (solid) and suite (dashed) against eps. Right: nets
+    trained against attacks, the same two lines (their IBP certificate is ~0 everywhere)."""
     from .figures import _plt  # noqa: PLC0415
 
     plt = _plt()
     series = {}
     for r in out["runs"].values():
-        series.setdefault(f"{r['net']}/{r['method']}" + (f" (trained {r['eps']:g})" if r["method"] == "ibp" else ""),
-                          []).append(r)
-    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
-    for i, (label, rs) in enumerate(sorted(series.items())):
-        rs = sorted(rs, key=lambda r: r["eps"])
-        e = [0.0] + [r["eps"] for r in rs]
-        colour = f"C{i}"
-        ax.plot(e, [rs[0]["clean_acc"]] + [r["certified_acc"] for r in rs], marker="o", color=colour,
-                label=f"{label}: certified")
-        ax.plot(e, [rs[0]["clean_acc"]] + [r["suite_acc"] for r in rs], marker="x", ls="--", color=colour,
-                label=f"{label}: suite")
-    ax.set_xlabel("eps (l_inf, pixel scale)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
-    ax.set_title("certified (IBP, lower bound) vs attacked (suite, upper bound)", fontsize=9)
+        label = f"{r['net']}/{r['method']}" + (f" (trained {r['eps']:g})" if r["method"] == "ibp" else "")
+        series.setdefault((r["method"] == "ibp", label), []).append(r)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120, sharey=True)
+    for ax, ibp_trained, title in ((axes[0], True, "IBP-trained"), (axes[1], False, "trained against attacks")):
+        chosen = sorted((label, rs) for (is_ibp, label), rs in series.items() if is_ibp == ibp_trained)
+        for i, (label, rs) in enumerate(chosen):
+            rs = sorted(rs, key=lambda r: r["eps"])
+            e = [0.0] + [r["eps"] for r in rs]
+            ax.plot(e, [rs[0]["clean_acc"]] + [r["certified_acc"] for r in rs], marker="o", color=f"C{i}",
+                    label=f"{label}: certified")
+            ax.plot(e, [rs[0]["clean_acc"]] + [r["suite_acc"] for r in rs], marker="x", ls="--", color=f"C{i}",
+                    label=f"{label}: suite")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("eps (l_inf, pixel scale)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="lower left")
+    axes[0].set_ylabel("accuracy (%) on the first test images")
+    fig.suptitle("IBP-certified (solid: a lower bound) vs the attack suite (dashed: an upper bound)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
