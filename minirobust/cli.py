@@ -115,6 +115,17 @@ def _positive_float(text):
     return value
 
 
+def _cifar_width(text):
+    """--width: > 0 and at most nets.MAX_CIFAR_WIDTH, checked before any data is read."""
+    from .nets import MAX_CIFAR_WIDTH  # noqa: PLC0415
+
+    value = _positive_float(text)
+    if value > MAX_CIFAR_WIDTH:
+        raise argparse.ArgumentTypeError(f"expected a width in (0, {MAX_CIFAR_WIDTH:g}] (width 4 is 240 M "
+                                         f"parameters), got {text}")
+    return value
+
+
 def _net_radius(text):
     """``l2=0.05`` -> ("l2", 0.05): one robust net's training radius."""
     name, sep, eps = text.partition("=")
@@ -168,6 +179,14 @@ def _writable_file(path, flag):
         raise InputError(f"{flag} {path}: is a folder, not a file name")
     _writable_folder(Path(path).parent, f"{flag} {path}: its folder")
     return path
+
+
+def _write_report(path, text, what="report"):
+    """Write a finished report; a full disk or a broken path is one line, not a traceback."""
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise MinirobustError(f"{path}: cannot write the {what} ({exc.strerror or exc})") from None
 
 
 def _load_arrays(args):
@@ -252,6 +271,9 @@ def cmd_attack(args):
 
     _writable_file(args.out, "--out")
     _writable_file(args.figure, "--figure")
+    if args.method == "single-pixel" and args.norm is not None:
+        raise InputError("--method single-pixel changes one pixel (an l_1 step): it takes no --norm")
+    args.norm = args.norm or "inf"
     model = load_model(args.model)
     args.n_train = 1
     _, _, xt, yt, _, _ = _load_arrays(args)
@@ -338,7 +360,7 @@ def cmd_evaluate(args):
             report["masking_checks"] = [c.to_json() for c in masking_checks(model, xt, yt, norm=args.norm, eps=eps,
                                                                             rng=args.seed)]
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1))
+        _write_report(args.out, json.dumps(report, indent=1))
         print(f"report saved to {args.out}")
 
 
@@ -381,7 +403,7 @@ def cmd_certify(args):
         if args.method != "smoothing" and np.any(cert.certified & ~suite.robust_ok):
             raise MinirobustError("a certified point was broken by an attack: the certificate is unsound (a bug)")
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1))
+        _write_report(args.out, json.dumps(report, indent=1))
         print(f"report saved to {args.out}")
 
 
@@ -611,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset(p, default_n_test=1000)
     p.add_argument("--model", required=True, help="a model.npz or checkpoint.npz")
     p.add_argument("--method", choices=("fast", "pgd", "apgd", "square", "single-pixel"), default="fast")
-    p.add_argument("--norm", type=_norm, default="inf")
+    p.add_argument("--norm", type=_norm, default=None, help="inf (default), 2, 1 or any p >= 1; not for single-pixel")
     p.add_argument("--eps", type=_nonneg_float, default=0.1)
     p.add_argument("--steps", type=_positive_int, default=10, help="PGD / APGD steps")
     p.add_argument("--restarts", type=_positive_int, default=1, help="PGD / APGD restarts")
@@ -697,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "ran 300)")
     p.add_argument("--quick", action="store_true", help="a small subset, 1 epoch (mnist: 10,000 training and 2,000 "
                    "test images; cifar10: 2,000 and 500, a width-1/8 net)")
-    p.add_argument("--width", type=_positive_float, default=None,
+    p.add_argument("--width", type=_cifar_width, default=None,
                    help="cifar10: scale every channel count of the VGG net (default 0.25; the authors' net is 1)")
     p.add_argument("--dropout", type=_nonneg_float, default=None,
                    help="cifar10: scale the authors' dropout rates (default 0.25; 0: no dropout)")

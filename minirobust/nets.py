@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import InputError
 from .init import make_rng
 from .layers import BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Normalize, ReLU
 from .model import Sequential
@@ -108,8 +109,9 @@ def paper_cifar10(width=1.0, dropout=1.0, seed=0, dtype=np.float32, mean=CIFAR10
     narrower net of the same shape; ``dropout`` scales every dropout rate (0: none). At
     width 1, dropout 1 it has 15.0 million parameters.
     """
-    if width <= 0 or dropout < 0:
-        raise ValueError(f"paper_cifar10: need width > 0 and dropout >= 0, got {width}, {dropout}")
+    if not (0 < width <= MAX_CIFAR_WIDTH) or dropout < 0:
+        raise InputError(f"paper_cifar10: need 0 < width <= {MAX_CIFAR_WIDTH} (width 4 is 240 M parameters) and "
+                         f"dropout >= 0, got {width}, {dropout}")
 
     def ch(c):
         return max(1, int(round(c * width)))
@@ -131,5 +133,7 @@ def paper_cifar10(width=1.0, dropout=1.0, seed=0, dtype=np.float32, mean=CIFAR10
                Dense(hidden, 10, seed=s[14], dtype=dtype)]
     return Sequential(layers, dtype=dtype)
 
+
+MAX_CIFAR_WIDTH = 4.0
 
 NETS = {"paper-mnist": paper_mnist, "large-mnist": large_mnist, "paper-cifar10": paper_cifar10}

@@ -362,3 +362,35 @@ def test_devices_and_fifos_are_refused_before_they_are_read(tmp_path):
             read_idx(path)
         with pytest.raises(DataError, match="not a regular file"):
             read_cifar10_batch(path)
+
+
+def test_more_cli_misuse_is_one_line(tmp_path):
+    # issue 28 item 13: width bound, single-pixel with --norm, a report to a full disk, an oversized batch
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from minirobust import checkpoint, nets
+    from minirobust.data import parse_cifar10_batch
+    from minirobust.errors import DataError
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "minirobust.cli", *args], capture_output=True, text=True,
+                              timeout=120)
+
+    for width in ("1000", "1e30"):
+        out = cli("reproduce", "cifar10", "--quick", "--width", width, "--data-dir", str(tmp_path / "none"),
+                  "--results-dir", str(tmp_path / "r"), "--runs-dir", str(tmp_path / "runs"))
+        assert out.returncode == 2 and "width" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    model = tmp_path / "m.npz"
+    checkpoint.save(model, nets.paper_mnist(seed=0))
+    synthetic = ("--dataset", "synthetic", "--n-test", "20")
+    out = cli("attack", *synthetic, "--model", str(model), "--method", "single-pixel", "--norm", "2")
+    assert out.returncode == 2 and "takes no --norm" in out.stderr
+    if Path("/dev/full").exists():
+        out = cli("evaluate", *synthetic, "--model", str(model), "--out", "/dev/full")
+        assert out.returncode == 2 and "cannot write the report" in out.stderr and "Traceback" not in out.stderr
+    record = np.zeros(3073, np.uint8).tobytes()
+    with pytest.raises(DataError, match="holds at most 10,000"):
+        parse_cifar10_batch(record * 20000, "big.bin")

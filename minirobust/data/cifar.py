@@ -18,11 +18,18 @@ RECORD = 1 + 3 * 32 * 32  # 3073 bytes
 CLASSES = 10
 
 
+MAX_RECORDS = 60000  # the whole data set
+BATCH_RECORDS = 10000  # one batch file
+
+
 def parse_cifar10_batch(data: bytes, name: str = "<bytes>"):
     """(images uint8 (n, 3, 32, 32), labels int64 (n,)) from one batch file's bytes."""
     if len(data) == 0 or len(data) % RECORD:
         raise DataError(f"{name}: {len(data)} bytes is not a whole number of {RECORD}-byte CIFAR-10 records "
                         "(a record of the wrong length, or a truncated file)")
+    if len(data) // RECORD > BATCH_RECORDS:
+        raise DataError(f"{name}: {len(data) // RECORD:,} records; a CIFAR-10 batch file holds at most "
+                        f"{BATCH_RECORDS:,}")
     records = np.frombuffer(data, dtype=np.uint8).reshape(-1, RECORD)
     labels = records[:, 0].astype(np.int64)
     if labels.max() >= CLASSES:
@@ -32,7 +39,6 @@ def parse_cifar10_batch(data: bytes, name: str = "<bytes>"):
     return images, labels
 
 
-MAX_RECORDS = 60000  # the whole data set; a batch file holds 10,000
 
 
 def read_batch_bytes(path) -> bytes:
