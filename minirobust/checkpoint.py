@@ -120,6 +120,8 @@ def _check_architecture_size(path, config, stored):
     with Python integers before anything is built: a 400-byte file cannot make us allocate a
     Dense(100000, 100000)."""
     try:
+        for d in config["layers"]:
+            _check_geometry(d)
         implied = sum(_layer_parameter_count(d) for d in config["layers"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: malformed architecture in the metadata ({type(exc).__name__}: {exc})") from exc
@@ -127,6 +129,23 @@ def _check_architecture_size(path, config, stored):
     if implied != held:
         raise CheckpointError(f"{path}: the architecture has {implied:,} parameter values but the file stores "
                               f"{held:,}: the metadata and the weights do not belong together")
+
+
+MAX_WINDOW = 64  # kernel, stride and padding of a conv or pool layer: real nets use 1-11
+
+
+def _check_geometry(d):
+    """A conv or pool layer's window settings must be whole numbers in [0 or 1, MAX_WINDOW]: a
+    forward pass allocates in proportion to them (padding 100000 asked for 73 TiB), and they cost no
+    parameters, so the parameter count alone cannot bound them."""
+    if d.get("type") not in ("conv2d", "maxpool2d"):
+        return
+    for key, low in (("kernel_size", 1), ("stride", 1), ("padding", 0)):
+        value = d.get(key, low)
+        values = value if isinstance(value, list) else [value]
+        if len(values) not in (1, 2) or not all(isinstance(v, int) and not isinstance(v, bool) and
+                                                low <= v <= MAX_WINDOW for v in values):
+            raise ValueError(f"{d['type']}: {key} must be whole numbers in [{low}, {MAX_WINDOW}], got {value!r}")
 
 
 def _layer_parameter_count(d) -> int:

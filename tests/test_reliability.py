@@ -394,3 +394,23 @@ def test_more_cli_misuse_is_one_line(tmp_path):
     record = np.zeros(3073, np.uint8).tobytes()
     with pytest.raises(DataError, match="holds at most 10,000"):
         parse_cifar10_batch(record * 20000, "big.bin")
+
+
+def test_layer_settings_of_an_untrusted_checkpoint_are_bounded(tmp_path):
+    # issue 28 item 8: padding 100000 asked for 73 TiB at the first forward pass; a pool kernel of 1e9
+    # was a ValueError traceback
+    from minirobust import checkpoint, nets
+    from minirobust.errors import CheckpointError
+
+    for layer_index, key, value in ((1, "padding", [100000, 100000]), (3, "kernel_size", [10**9, 10**9]),
+                                    (1, "stride", [0, 1])):
+        path = tmp_path / f"{key}.npz"
+        checkpoint.save(path, nets.paper_mnist(seed=0))
+        with np.load(path) as z:
+            arrays = dict(z)
+        meta = json.loads(arrays["__meta__"].tobytes())
+        meta["model"]["layers"][layer_index][key] = value
+        arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        np.savez(path, **arrays)
+        with pytest.raises(CheckpointError, match=key):
+            checkpoint.load(path)
