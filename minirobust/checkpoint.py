@@ -66,8 +66,11 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def load(path) -> Checkpoint:
+def load(path, optimizer: bool = False) -> Checkpoint:
     """Read a checkpoint written by ``save``; rebuild the model and load its weights.
+
+    ``optimizer=True`` also reads the optimiser's buffers (``opt:`` members; resuming needs them);
+    otherwise they are never decompressed: a model user pays nothing for them.
 
     The file is untrusted until checked: its members' headers are read first and their sizes
     capped (``npzfile``); the architecture in the metadata must account for exactly the
@@ -88,7 +91,7 @@ def load(path) -> Checkpoint:
         except (KeyError, TypeError, ValueError, AttributeError, MemoryError) as exc:
             raise CheckpointError(f"{path}: cannot rebuild the model ({type(exc).__name__}: {exc})") from exc
         params = {name: z.read(PARAM_PREFIX + name) for name in stored}
-        opt = {k[len(OPT_PREFIX):]: z.read(k) for k in z.members if k.startswith(OPT_PREFIX)}
+        opt = {k[len(OPT_PREFIX):]: z.read(k) for k in z.members if optimizer and k.startswith(OPT_PREFIX)}
     for name, value in params.items():
         if value.dtype.kind != "f":
             raise CheckpointError(f"{path}: parameter {name} has dtype {value.dtype}, not a float")

@@ -414,3 +414,20 @@ def test_layer_settings_of_an_untrusted_checkpoint_are_bounded(tmp_path):
         np.savez(path, **arrays)
         with pytest.raises(CheckpointError, match=key):
             checkpoint.load(path)
+
+
+def test_unused_optimizer_members_are_never_decompressed(tmp_path, monkeypatch):
+    # issue 28 item 9: a 2 MB model with a zip-bomb "opt:x" member took evaluate to 3.8 GB
+    from minirobust import checkpoint, nets, npzfile
+
+    path = tmp_path / "m.npz"
+    checkpoint.save(path, nets.paper_mnist(seed=0))
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays["opt:velocity/bomb"] = np.zeros(10**7, np.float32)  # 40 MB of zeros, a few kB compressed
+    np.savez_compressed(path, **arrays)
+    read = []
+    original = npzfile.NpzReader.read
+    monkeypatch.setattr(npzfile.NpzReader, "read", lambda self, name: read.append(name) or original(self, name))
+    checkpoint.load(path)
+    assert read and not any(name.startswith("opt:") for name in read)

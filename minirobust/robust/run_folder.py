@@ -110,7 +110,7 @@ class RunFolder:
         """The checkpoint to resume from, or None when there is none."""
         if not self.path or not self.checkpoint_path.exists():
             return None
-        return checkpoint.load(self.checkpoint_path)
+        return checkpoint.load(self.checkpoint_path, optimizer=True)
 
     def last_good(self, epoch) -> str:
         """Where training can restart from: the last checkpoint, which holds only finite values
