@@ -179,3 +179,19 @@ def test_malformed_grids_are_one_line_errors():
             RunConfig(**bad)
     with pytest.raises(InputError, match="twice"):
         parse_radii(["inf=0.1", "inf=0.2"])
+
+
+def test_bad_schedulers_are_one_line_errors_within_seconds():
+    # issue 28 item 5: tcp://127.0.0.1:1 took 30 s then an OSError traceback; 'garbage' a ValueError;
+    # '' silently started a local cluster
+    pytest.importorskip("dask.distributed")
+    from minirobust.experiments.runners import SweepError, make_runner
+
+    for address in ("garbage", "foo://", ""):
+        with pytest.raises(SweepError, match="expected an address"):
+            make_runner("dask", 1, address)
+    runner = make_runner("dask", 1, "tcp://127.0.0.1:1")  # loopback, nothing listens there
+    start = time.monotonic()
+    with pytest.raises(SweepError, match="cannot connect"):
+        list(runner.map(str, {"a": 1}))
+    assert time.monotonic() - start < 20

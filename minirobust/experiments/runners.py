@@ -118,8 +118,12 @@ class DaskRunner:
             raise SweepError("the dask runner needs dask.distributed: pip install 'minirobust[dask]'") from exc
         if self.client is not None:
             return self.client, None
-        if self.scheduler:
-            return Client(self.scheduler), None
+        if self.scheduler is not None:
+            try:
+                return Client(self.scheduler, timeout=CONNECT_TIMEOUT_S), None
+            except (OSError, ValueError, TypeError) as exc:  # unreachable, refused, or not an address
+                raise SweepError(f"--scheduler {self.scheduler}: cannot connect ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else 'no reason given'})") from None
         cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address=None, env=worker_environment())
         return Client(cluster), cluster
@@ -140,6 +144,19 @@ class DaskRunner:
                 cluster.close()
 
 
+CONNECT_TIMEOUT_S = 5  # a scheduler that does not answer in this time is reported, not waited for
+
+
+def check_scheduler_address(address):
+    """``tcp://HOST:PORT`` (or tls://, ws://, wss://, inproc://, ucx://), or a one-line error: an empty
+    string once started a local cluster without a word, 'garbage' raised a ValueError traceback."""
+    if address is None:
+        return
+    scheme, sep, rest = address.partition("://")
+    if not sep or scheme not in ("tcp", "tls", "ws", "wss", "inproc", "ucx") or not rest.strip():
+        raise SweepError(f"--scheduler {address!r}: expected an address such as tcp://10.0.0.5:8786")
+
+
 RUNNERS = {"local": LocalRunner, "dask": DaskRunner}
 
 
@@ -147,7 +164,8 @@ def make_runner(name: str = "local", workers: int = 2, scheduler: str | None = N
     if name not in RUNNERS:
         raise SweepError(f"unknown runner {name!r}: choose local or dask")
     if name == "local":
-        if scheduler:
+        if scheduler is not None:
             raise SweepError("--scheduler is for the dask runner")
         return LocalRunner(workers)
+    check_scheduler_address(scheduler)
     return DaskRunner(workers, scheduler)
