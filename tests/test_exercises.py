@@ -201,3 +201,57 @@ def test_the_command_line_checks_a_file(tmp_path, capsys):
     assert "NOT WRITTEN YET" in capsys.readouterr().out
     assert main(["exercises", "list"]) == 0
     assert "conv_backward" in capsys.readouterr().out
+
+
+def _learner_file(tmp_path, body, name="relu_backward", raw=None):
+    path = tmp_path / f"{name}.py"
+    if raw is not None:
+        path.write_bytes(raw)
+    else:
+        path.write_text("import numpy as np\nimport os, sys\n\n" + body)
+    return path
+
+
+@pytest.mark.parametrize("body, phrase", [
+    ("def relu_backward(x, dy):\n    while True:\n        pass\n", "no verdict within 3 s"),
+    ("def relu_backward(x, dy):\n    sys.exit(0)\n", "before the check gave a verdict"),
+    ("os._exit(0)\n\ndef relu_backward(x, dy):\n    return dy\n", "before the check gave a verdict"),
+    ("sys.exit(0)\n", "before the check gave a verdict"),
+    ("def relu_backward(x, dy):\n    return (dy * (x > 0)).astype(complex)\n", "complex-valued"),
+    ("def relu_backward(x, dy):\n    dx = dy * (x > 0)\n", "returned None (a missing return?)"),
+    ("def relu_backward(x, dy):\n    return dy * (x > 0\n", "line 5: SyntaxError"),
+    ("import not_a_module_anywhere\n", "importing relu_backward.py raised ModuleNotFoundError"),
+    ("def relu_backward(x, dy):\n    y = dy\n    return y.nope\n", "raised AttributeError: 'numpy.ndarray' object has no "
+                                                                   "attribute 'nope' at relu_backward.py line 6"),
+])
+def test_the_checker_survives_what_a_learner_can_write(tmp_path, body, phrase):
+    # issue 28 item 7 / issue 26: every outcome one line, none ends or hangs the checker
+    from minirobust.exercises import check_in_child
+
+    result = check_in_child(_learner_file(tmp_path, body), "relu_backward", time_limit=3 if "while" in body else 60)
+    assert not result.passed and phrase in result.message, result.message
+
+
+def test_bad_files_are_one_line_errors(tmp_path):
+    from minirobust.cli import main
+    from minirobust.exercises import check_in_child
+
+    latin1 = _learner_file(tmp_path, "", raw=b'x = "caf\xe9"\ndef relu_backward(x, dy):\n    return dy\n')
+    assert "is not UTF-8 text" in check_in_child(latin1, "relu_backward").message
+    for bad, phrase in ((tmp_path / "missing.py", "no such file"), (tmp_path, "is a folder"),
+                        (tmp_path / "notes.txt", "not a Python file")):
+        (tmp_path / "notes.txt").write_text("x")
+        with pytest.raises(InputError, match=phrase):
+            check_in_child(bad, "relu_backward")
+    assert main(["exercises", "check", "relu_backward", "--file", str(tmp_path / "missing.py")]) == 2
+
+
+def test_check_all_goes_on_after_a_learner_ends_the_process(tmp_path, capsys):
+    from minirobust.cli import main
+
+    for path in SOLUTION_DIR.glob("*.py"):
+        (tmp_path / path.name).write_text(path.read_text())
+    (tmp_path / "dense_backward.py").write_text("import sys\nsys.exit(0)\n")
+    assert main(["exercises", "check", "all", "--folder", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED dense_backward" in out and f"{len(list(tmp_path.glob('*.py'))) - 1} of" in out

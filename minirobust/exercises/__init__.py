@@ -14,13 +14,17 @@ in ``lessons/exercises/`` and the reference solutions apart, in ``lessons/soluti
 from __future__ import annotations
 
 import importlib.util
+import traceback
 from pathlib import Path
 
 from ..errors import InputError
 from .catalog import EXERCISES, Exercise
 from .checker import BANDS, Mismatch, Result, band
 
-__all__ = ["EXERCISES", "Exercise", "Result", "check", "check_file", "find_exercise_file", "load_exercise"]
+from .isolated import check_in_child  # noqa: E402
+
+__all__ = ["EXERCISES", "Exercise", "Result", "check", "check_file", "check_in_child", "find_exercise_file",
+           "load_exercise"]
 
 
 def check(name: str, fn, verbose: bool = True) -> Result:
@@ -39,11 +43,20 @@ def check(name: str, fn, verbose: bool = True) -> Result:
     except Mismatch as wrong:
         result = Result(name, False, f"FAILED {name}: {wrong}. Hint: {exercise.hint}.")
     except Exception as exc:  # the learner's code crashed: say where, not a traceback wall
-        result = Result(name, False, f"FAILED {name}: the function raised {type(exc).__name__}: {exc}. "
-                                     f"It is called as {exercise.signature}.")
+        result = Result(name, False, f"FAILED {name}: the function raised {type(exc).__name__}: {exc}"
+                                     f"{_where(fn, exc)}. It is called as {exercise.signature}.")
     if verbose:
         print(result.message)
     return result
+
+
+def _where(fn, exc) -> str:
+    """' at FILE line N': the last line of the learner's own file in the traceback, if any."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return ""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == code.co_filename]
+    return f" at {Path(code.co_filename).name} line {frames[-1].lineno}" if frames else ""
 
 
 def find_exercise_file(name: str, folder=None) -> Path:

@@ -76,6 +76,8 @@ def numeric_gradient(loss, t, h=1e-5):
 
 def as_outputs(got, names):
     """The learner's return value as a tuple of float64 arrays named ``names``."""
+    if got is None:
+        raise Mismatch(f"returned None (a missing return?); expected {len(names)} value(s): ({', '.join(names)})")
     if len(names) == 1 and not isinstance(got, (tuple, list)):
         got = (got,)
     if not isinstance(got, (tuple, list)) or len(got) != len(names):
@@ -85,6 +87,8 @@ def as_outputs(got, names):
     for name, value in zip(names, got):
         if value is None:
             raise Mismatch(f"{name} is None: return an array")
+        if np.iscomplexobj(value):
+            raise Mismatch(f"{name} is complex-valued: a gradient of a real loss is real")
         try:
             out.append(np.asarray(value, dtype=np.float64))
         except (TypeError, ValueError) as exc:
