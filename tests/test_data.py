@@ -120,6 +120,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         kind, _, name = self.path.strip("/").partition("/")
         body = self.files.get(name)
+        if kind == "slowheaders":  # the status line and headers a byte every 0.2 s, never finished in time
+            try:
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Padding: " + b"a" * 400:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+            return
         if kind == "missing" or body is None:
             self.send_error(404)
             return
@@ -214,6 +223,17 @@ def test_a_trickling_server_is_given_up_and_stale_parts_are_cleaned(server, tmp_
     monkeypatch.setattr(download, "MIN_RATE", 0)
     with pytest.raises(DataError, match="still running after"):
         ds.fetch_mnist(tmp_path, urls=[f"{server}/trickle/"], log=None)
+
+
+def test_a_server_trickling_its_headers_is_stopped_at_the_deadline(server, tmp_path, monkeypatch):
+    # issue 28 item 12: the per-read timeout never fired, and the deadline only covered the body
+    from minirobust.data import download
+
+    monkeypatch.setattr(download, "DEADLINE_S", 1.5)
+    t0 = time.monotonic()
+    with pytest.raises(DataError, match="no response from the server within"):
+        ds.fetch_mnist(tmp_path, urls=[f"{server}/slowheaders/"], log=None)
+    assert time.monotonic() - t0 < 15
 
 
 def test_fetch_into_a_file_is_a_one_line_error(tmp_path):

@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import os
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -45,11 +46,35 @@ def _progress(total, desc):
     return tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=None, leave=False)
 
 
+def _open_within(url: str, seconds: float):
+    """``urlopen(url)`` that gives up after ``seconds`` in all: a server trickling its status line
+    and headers a byte at a time never trips the per-read TIMEOUT_S. The request runs in a daemon
+    thread; past the deadline it is abandoned (its socket times out on its own) and we say so."""
+    box = {}
+
+    def request():
+        try:
+            box["response"] = urllib.request.urlopen(url, timeout=TIMEOUT_S)  # noqa: S310 - our URL table
+        except BaseException as exc:  # handed to the caller's thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=request, daemon=True, name="minirobust-download")
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise DataError(f"no response from the server within {seconds:.0f} s (MINIROBUST_DOWNLOAD_DEADLINE_S): "
+                        "stopped")
+    if "error" in box:
+        raise box["error"]
+    return box["response"]
+
+
 def _stream_to(url: str, out, desc: str, limit: int):
     """Copy ``url``'s body into the open file ``out``; raise on a short read, on a body larger
-    than ``limit``, past the deadline, or when the server trickles slower than ``MIN_RATE``."""
+    than ``limit``, past the deadline (headers included), or when the server trickles slower than
+    ``MIN_RATE``."""
     t0 = time.monotonic()
-    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:  # noqa: S310 - http(s) URLs from our table
+    with _open_within(url, DEADLINE_S) as resp:
         length = resp.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         if total is not None and total > limit:
