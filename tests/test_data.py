@@ -424,3 +424,25 @@ def test_batches_seeded_and_last_batch_policy():
     assert dropped == first[:2]
     ordered = [yb.tolist() for _, yb in iterate_minibatches(x, y, 4, shuffle=False)]
     assert ordered[0] == [0, 1, 2, 3]
+
+
+def test_an_existing_cifar_archive_is_verified_and_its_members_sized_before_reading(tmp_path):
+    # issue 28 item 11: an archive already in place was extracted without its checksum, and each
+    # member read whole before its size was checked (a 6.5 MB archive with a 1.5 GB member)
+    import io
+    import tarfile
+
+    base = tmp_path / "cifar10"
+    base.mkdir()
+    (base / ds.CIFAR10_ARCHIVE).write_bytes(b"not the archive")
+    with pytest.raises(DataError, match="not the CIFAR-10 archive"):
+        ds.fetch_cifar10(tmp_path, urls=["http://127.0.0.1:9/"], log=None)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo(f"cifar-10-batches-bin/{ds.CIFAR10_TRAIN[0]}")
+        info.size = 200 * 10**6  # declared; a reader that trusts it would decompress 200 MB of zeros
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    archive = tmp_path / "bomb.tar.gz"
+    archive.write_bytes(buf.getvalue())
+    with pytest.raises(DataError, match="declares 200,000,000 bytes"):
+        ds._extract_cifar(archive, tmp_path / "out")

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..atomic import write_atomic
 from ..errors import DataError
+from ..npzfile import require_regular_file
 from .cifar import RECORD, parse_cifar10_batch, read_batch_bytes, read_label_names
 from .download import download_verified, sha256_bytes
 from .idx import parse_idx, read_idx_bytes
@@ -199,6 +200,14 @@ def load_mnist(data_dir=None, download=True, urls=None, cache=True, log=print) -
 
 # ----- CIFAR-10 --------------------------------------------------------------------------------
 
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _extract_cifar(archive: Path, folder: Path):
     """Extract only the expected regular files, by exact name (no path traversal, no links)."""
     wanted = CIFAR10_TRAIN + CIFAR10_TEST + [CIFAR10_META]
@@ -211,9 +220,14 @@ def _extract_cifar(archive: Path, folder: Path):
                 member = members.get(f"{CIFAR10_DIR}/{name}")
                 if member is None or not member.isfile():
                     raise DataError(f"{archive}: no regular file {CIFAR10_DIR}/{name} in the archive")
-                data = tar.extractfile(member).read()
-                if name.endswith(".bin") and len(data) != 10000 * RECORD:
-                    raise DataError(f"{archive}: {name} has {len(data)} bytes, expected {10000 * RECORD}")
+                expected = 10000 * RECORD if name.endswith(".bin") else 4096
+                if (name.endswith(".bin") and member.size != expected) or member.size > expected:
+                    # from the member's header, before a byte of it is decompressed
+                    raise DataError(f"{archive}: {name} declares {member.size:,} bytes, expected "
+                                    f"{'' if name.endswith('.bin') else 'at most '}{expected:,}")
+                data = tar.extractfile(member).read(expected + 1)
+                if len(data) != member.size:
+                    raise DataError(f"{archive}: {name} holds {len(data):,} bytes, its header says {member.size:,}")
                 write_atomic(folder / name, data)
                 manifest[name] = sha256_bytes(data)
     except (tarfile.TarError, EOFError, OSError) as exc:
@@ -230,6 +244,12 @@ def fetch_cifar10(data_dir=None, urls=None, log=print) -> Path:
     archive = base / CIFAR10_ARCHIVE
     if not archive.exists():
         download_verified(urls or CIFAR10_URLS, archive, CIFAR10_ARCHIVE_SHA256, checksum_of="file", log=log)
+    else:  # an archive already there (a copy, an earlier run) is verified like a fresh download
+        require_regular_file(archive, DataError, "CIFAR-10 archive")
+        digest = _file_sha256(archive)
+        if digest != CIFAR10_ARCHIVE_SHA256:
+            raise DataError(f"{archive}: SHA-256 {digest}, expected {CIFAR10_ARCHIVE_SHA256}: not the CIFAR-10 "
+                            "archive (delete it to download it again)")
     _extract_cifar(archive, folder)
     return folder
 
