@@ -98,7 +98,10 @@ def load(path, optimizer: bool = False) -> Checkpoint:
         if not np.isfinite(value).all():
             raise CheckpointError(f"{path}: parameter {name} holds {int((~np.isfinite(value)).sum())} non-finite "
                                   "values (NaN or inf): not a usable model")
-    model.load_state_dict(params)
+    try:
+        model.load_state_dict(params)
+    except CheckpointError as exc:  # name the file: "state dict does not match" alone says not which
+        raise CheckpointError(f"{path}: {exc}") from None
     return Checkpoint(model, meta, opt)
 
 

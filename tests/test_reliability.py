@@ -431,3 +431,16 @@ def test_unused_optimizer_members_are_never_decompressed(tmp_path, monkeypatch):
     monkeypatch.setattr(npzfile.NpzReader, "read", lambda self, name: read.append(name) or original(self, name))
     checkpoint.load(path)
     assert read and not any(name.startswith("opt:") for name in read)
+
+
+def test_mismatched_parameter_names_name_the_file(tmp_path):
+    from minirobust import checkpoint, nets
+    from minirobust.errors import CheckpointError
+
+    path = tmp_path / "renamed.npz"
+    checkpoint.save(path, nets.paper_mnist(seed=0))
+    with np.load(path) as z:
+        arrays = {("param:1_conv2d.Wx" if k == "param:1_conv2d.W" else k): v for k, v in z.items()}
+    np.savez(path, **arrays)
+    with pytest.raises(CheckpointError, match=r"renamed\.npz: state dict does not match"):
+        checkpoint.load(path)

@@ -195,3 +195,20 @@ def test_bad_schedulers_are_one_line_errors_within_seconds():
     with pytest.raises(SweepError, match="cannot connect"):
         list(runner.map(str, {"a": 1}))
     assert time.monotonic() - start < 20
+
+
+def test_a_cluster_that_fails_to_start_is_retried_then_one_line(monkeypatch):
+    # issue 28 item 13: a worker killed during cluster start was a RuntimeError traceback
+    distributed = pytest.importorskip("dask.distributed")
+    from minirobust.experiments.runners import DaskRunner, SweepError
+
+    starts = []
+
+    def failing(*args, **kwargs):
+        starts.append(1)
+        raise RuntimeError("Worker failed to start")
+
+    monkeypatch.setattr(distributed, "LocalCluster", failing)
+    with pytest.raises(SweepError, match="did not start twice .*Worker failed to start"):
+        DaskRunner(1)._connect()
+    assert len(starts) == 2

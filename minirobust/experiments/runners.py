@@ -124,9 +124,19 @@ class DaskRunner:
             except (OSError, ValueError, TypeError) as exc:  # unreachable, refused, or not an address
                 raise SweepError(f"--scheduler {self.scheduler}: cannot connect ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else 'no reason given'})") from None
-        cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, env=worker_environment())
-        return Client(cluster), cluster
+        failure = None
+        for _ in range(2):  # a worker killed while the cluster starts fails the start: try once more
+            cluster = None
+            try:
+                cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None, env=worker_environment())
+                return Client(cluster), cluster
+            except (RuntimeError, OSError, TimeoutError) as exc:
+                failure = exc
+                if cluster is not None:
+                    cluster.close()
+        raise SweepError(f"the local Dask cluster did not start twice ({type(failure).__name__}: "
+                         f"{str(failure).splitlines()[0] if str(failure) else 'no reason given'})")
 
     def map(self, fn, tasks: dict):
         from dask.distributed import as_completed as dask_completed  # noqa: PLC0415
