@@ -6,7 +6,7 @@ Algorithm 1 of Shaham, Yamada & Negahban is the default method, ``paper``. For e
                  skips parameter gradients, since only grad_x is needed)
     2. descent: theta <- theta - lr * grad_theta J(theta, x', y)   (the perturbed batch only)
 
-The other methods (``pgd``, ``fgsm-rs``, ``trades``; see methods.py) change what the ascent
+The other methods (``pgd``, ``fgsm-rs``, ``trades``, ``ibp``; see methods.py) change what the ascent
 starts from and what the descent is taken on; this file is the same for all of them:
 the optimiser step, the eps ramp, the epoch loop, the overfitting monitor, and the run folder
 (run_folder.py: lock, atomic checkpoints, metrics, resume with the same data order and the same
