@@ -183,7 +183,7 @@ def _writable_file(path, flag):
 
 def _write_report(path, text, what="report"):
     """Write a finished report; a full disk or a broken path is one line, not a traceback."""
-    try:
+    try:  # written in place, not renamed over: the path may be a device or a pipe the user chose
         Path(path).write_text(text)
     except OSError as exc:
         raise MinirobustError(f"{path}: cannot write the {what} ({exc.strerror or exc})") from None

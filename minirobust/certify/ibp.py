@@ -37,14 +37,20 @@ def ibp(model, x, y, eps, bounds=(0.0, 1.0), batch_size=500) -> Certificate:
     """Certify each (x_i, y_i) against every l_inf perturbation of size eps (inside ``bounds``):
     certified when the lower bound of z_y - z_j over the box is > 0 for every j != y."""
     x = _check_inputs(model, x, bounds)
-    y = to_host(y)
+    y = model.on_device(y, "labels")
     margins = np.empty(len(x), dtype=np.float64)
     for i in range(0, len(x), batch_size):
-        lower = IntervalPass(model).margin_bounds(x[i : i + batch_size], y[i : i + batch_size], eps, bounds)
-        lower = to_host(lower).astype(np.float64)
-        lower[np.arange(len(lower)), y[i : i + batch_size]] = np.inf  # z_y - z_y is not a margin
-        margins[i : i + batch_size] = lower.min(axis=1)
+        yb = y[i : i + batch_size]
+        lower = IntervalPass(model).margin_bounds(x[i : i + batch_size], yb, eps, bounds)
+        margins[i : i + batch_size] = to_host(smallest_margins(lower, yb))
     return Certificate("ibp", "inf", float(eps), margins > 0, margins)
+
+
+def smallest_margins(lower, y):
+    """min over j != y of the lower bounds on z_y - z_j, per example: > 0 is a certificate
+    (column y holds z_y - z_y = 0, which is not a margin)."""
+    xp = get_xp(lower)
+    return (lower + xp.where(xp.arange(lower.shape[1])[None, :] == y[:, None], xp.inf, 0)).min(axis=1)
 
 
 def worst_case_logits(lower_margins):
@@ -61,6 +67,4 @@ def ibp_loss_and_grads(model, x, y, eps, bounds=(0.0, 1.0)):
     y = model.on_device(y, "labels")
     loss = float(loss_fn.forward(worst_case_logits(lower), y))
     interval.backward(-loss_fn.backward())  # d/d(lower) = -d/d(worst logits)
-    xp = get_xp(lower)
-    others = lower + xp.where(xp.arange(lower.shape[1])[None, :] == y[:, None], xp.inf, 0)
-    return loss, interval.grads, int((others.min(axis=1) > 0).sum())
+    return loss, interval.grads, int((smallest_margins(lower, y) > 0).sum())

@@ -24,7 +24,7 @@ from ..data import dataset_stats, load_mnist, to_float
 from ..errors import InputError
 from ..robust import RobustTrainer, TrainConfig, robust_accuracy, run_suite
 from ..robust.monitor import collapse, first_full_epoch
-from ..robust.suite import standard_suite
+from ..robust.suite import describe_suite, standard_suite
 
 NETS = ("paper-mnist", "large-mnist")
 METHODS = ("paper", "fgsm-rs", "pgd", "trades")
@@ -187,8 +187,7 @@ class StandardRadius:
                 if r is not None:
                     runs[f"{net}/{method}"] = r
         out = {"eps": self.s.eps, "n_suite": self.s.n_suite, "settings": asdict(self.s),
-               "suite": f"APGD-CE {self.s.suite_steps} steps, APGD-T 3 targets x {self.s.suite_steps}, "
-                        f"Square {self.s.suite_queries} queries",
+               "suite": describe_suite(self.s.suite_steps, n_queries=self.s.suite_queries),
                "runs": {k: _summary(r) for k, r in runs.items()}}
         self.results_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.results_dir / "results.json", json.dumps(out, indent=1))

@@ -65,6 +65,11 @@ def standard_suite(steps=100, n_targets=3, n_queries=1000) -> tuple:
             ("square", square_attack, {"n_queries": n_queries}))
 
 
+def describe_suite(steps=100, n_targets=3, n_queries=1000) -> str:
+    """The budgets of ``standard_suite(steps, n_targets, n_queries)`` in words, for reports."""
+    return f"APGD-CE {steps} steps, APGD-T {n_targets} targets x {steps}, Square {n_queries} queries"
+
+
 SUITES = {"standard": standard_suite()}
 
 
