@@ -228,3 +228,25 @@ def test_smoothing_radius_on_a_linear_model_matches_the_distance_to_the_boundary
     cert = smooth(model, x, None, sigma=0.5, n0=100, n=20000, alpha=0.001, rng=0)
     assert np.all(cert.margins <= distance + 1e-9)  # a lower bound (at level alpha)
     assert np.all(cert.margins >= distance - 0.1)  # and a close one, with 20,000 samples
+
+
+def test_a_stored_evaluation_of_another_model_counts_while_its_evaluation_settings_match(tmp_path):
+    """Changing how the IBP nets train must not throw away evaluations of models trained elsewhere;
+    changing how models are evaluated (here the number of test images) must."""
+    import json
+    from dataclasses import asdict, replace
+
+    from minirobust.experiments.certified import CertifiedReproduction, CertifiedRun, CertifiedSettings
+
+    old = CertifiedSettings(epochs=12, n_eval=100)
+    record = CertifiedRun(net="paper-mnist", method="pgd", eps=0.1, clean_acc=99.0, pgd_acc=90.0, suite_acc=89.0,
+                          certified_acc=0.0, settings=asdict(old))
+    (tmp_path / "runs" / "others" / "paper-mnist_pgd").mkdir(parents=True)
+    (tmp_path / "runs" / "others" / "paper-mnist_pgd" / "result.json").write_text(json.dumps([asdict(record)]))
+
+    def assembled(settings):
+        return CertifiedReproduction(settings, nets_=("none",), results_dir=tmp_path / "res",
+                                     runs_dir=tmp_path / "runs", log=lambda *_: None).assemble()["runs"]
+
+    assert list(assembled(replace(old, epochs=30, lr_halve_every=10))) == ["paper-mnist/pgd/0.1"]
+    assert assembled(replace(old, n_eval=1000)) == {}

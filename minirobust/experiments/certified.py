@@ -37,11 +37,12 @@ PUBLISHED = {0.1: "97.08% certified, 98.92% clean (Gowal et al. 2018, large net,
 
 @dataclass
 class CertifiedSettings:
-    epochs: int = 12
-    warmup_epochs: float = 0.5
-    ramp_epochs: float = 4.0
+    epochs: int = 30
+    warmup_epochs: float = 1.0
+    ramp_epochs: float = 8.0
     train_eps_factor: float = 1.1
     lr: float = 0.01
+    lr_halve_every: int = 10  # Gowal decays the lr late in training; halving every 10 epochs is the same idea
     n_train: int | None = None
     n_eval: int = 1000
     pgd_steps: int = 40
@@ -52,10 +53,16 @@ class CertifiedSettings:
     def train_config(self, eps) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, lr=self.lr, weight_decay=0.0, norm="inf",
                            eps=round(eps * self.train_eps_factor, 6), method="ibp", eps_ramp_epochs=self.ramp_epochs,
-                           eps_warmup_epochs=self.warmup_epochs, seed=self.seed)
+                           eps_warmup_epochs=self.warmup_epochs, lr_halve_every=self.lr_halve_every,
+                           seed=self.seed)
+
+    def evaluation(self) -> dict:
+        """The settings a model's scores depend on (not how the IBP nets were trained): what decides
+        whether a stored evaluation of a model trained elsewhere still counts."""
+        return {k: getattr(self, k) for k in ("n_eval", "pgd_steps", "suite_steps", "suite_queries", "seed")}
 
 
-QUICK = dict(epochs=2, warmup_epochs=0.5, ramp_epochs=1.0, n_train=2000, n_eval=100, pgd_steps=10, suite_steps=10,
+QUICK = dict(epochs=2, warmup_epochs=0.5, ramp_epochs=1.0, lr_halve_every=0, n_train=2000, n_eval=100, pgd_steps=10, suite_steps=10,
              suite_queries=50)
 
 
@@ -172,7 +179,7 @@ class CertifiedReproduction:
         for result in sorted(self.runs_dir.glob("others/*/result.json")):
             for d in json.loads(result.read_text()):
                 r = CertifiedRun(**d)
-                if r.settings == asdict(self.s):
+                if {k: r.settings.get(k) for k in self.s.evaluation()} == self.s.evaluation():
                     runs[f"{r.net}/{r.method}/{r.eps:g}"] = r
         out = {"n_eval": self.s.n_eval, "settings": asdict(self.s),
                "suite": describe_suite(self.s.suite_steps, n_queries=self.s.suite_queries),
