@@ -20,8 +20,8 @@ def solution(name):
     return load_exercise(name, SOLUTION_DIR)
 
 
-def test_there_are_at_least_six_exercises_each_with_a_stub_and_a_solution():
-    assert len(EXERCISES) >= 6
+def test_there_are_at_least_twelve_exercises_each_with_a_stub_and_a_solution():
+    assert len(EXERCISES) >= 12
     for name in EXERCISES:
         assert (EXERCISE_DIR / f"{name}.py").is_file() and (SOLUTION_DIR / f"{name}.py").is_file()
 
@@ -142,6 +142,62 @@ def _l1_spread_everywhere(g, eps):
     return (eps / flat.shape[1] * np.sign(flat)).reshape(g.shape)
 
 
+def _fgsm_no_clip(x, g, eps):
+    return x + eps * np.sign(g)
+
+
+def _fgsm_gradient_not_sign(x, g, eps):
+    return np.clip(x + eps * g, 0.0, 1.0)
+
+
+def _linf_around_zero(x_adv, x, eps):
+    return np.clip(x_adv, -eps, eps)  # the ball around the origin, not around x
+
+
+def _linf_clips_to_the_box(x_adv, x, eps):
+    return np.clip(x_adv, 0.0, 1.0)
+
+
+def _l2_always_to_the_sphere(x_adv, x, eps):
+    delta = x_adv - x
+    norms = np.sqrt((delta.reshape(len(delta), -1) ** 2).sum(axis=1)).reshape(-1, 1, 1, 1)
+    return x + eps * delta / np.where(norms > 0, norms, 1.0)  # "rescaling": moves inside points outwards
+
+
+def _l2_one_norm_for_the_batch(x_adv, x, eps):
+    delta = x_adv - x
+    return x + delta * min(1.0, eps / np.sqrt((delta ** 2).sum()))
+
+
+def _pgd_ball_around_x_adv(x_adv, x, g, eps, step_size):
+    return np.clip(np.clip(x_adv + step_size * np.sign(g), x_adv - eps, x_adv + eps), 0.0, 1.0)
+
+
+def _pgd_no_box(x_adv, x, g, eps, step_size):
+    return np.clip(x_adv + step_size * np.sign(g), x - eps, x + eps)
+
+
+def _pgd_gradient_not_sign(x_adv, x, g, eps, step_size):
+    return np.clip(np.clip(x_adv + step_size * g, x - eps, x + eps), 0.0, 1.0)
+
+
+def _a1_descends_on_clean(W, b, x, y, eps, lr):
+    return solution("algorithm1_step")(W, b, x, y, 0.0, lr)  # eps 0: the ascent does nothing
+
+
+def _a1_ascent_goes_downhill(W, b, x, y, eps, lr):
+    return solution("algorithm1_step")(W, b, x, y, -eps, lr)  # x - eps * sign(g): descent on the input
+
+
+def _ibp_no_abs(lower, upper, W, b):
+    centre, radius = (upper + lower) / 2, (upper - lower) / 2
+    return centre @ W + b - radius @ W, centre @ W + b + radius @ W
+
+
+def _ibp_endpoints(lower, upper, W, b):
+    return lower @ W + b, upper @ W + b  # right only where every weight is positive
+
+
 PLANTED = [
     ("dense_backward", _dense_transposed_dW, "dW", "shape"),
     ("dense_backward", _dense_db_over_features, "db", "shape"),
@@ -160,6 +216,19 @@ PLANTED = [
     ("l2_ascent", _l2_nan_on_zero, "delta", "all zeros"),
     ("l1_ascent", _l1_largest_g_not_abs, "delta", "not the steepest ascent"),
     ("l1_ascent", _l1_spread_everywhere, "delta", "not the steepest ascent"),
+    ("fgsm", _fgsm_no_clip, "x_adv", "leaves the box"),
+    ("fgsm", _fgsm_gradient_not_sign, "x_adv", "leaves the l_inf ball"),
+    ("project_linf", _linf_around_zero, "x_proj", "leaves the l_inf ball"),
+    ("project_linf", _linf_clips_to_the_box, "x_proj", "leaves the l_inf ball"),
+    ("project_l2", _l2_always_to_the_sphere, "x_proj", "wrong"),
+    ("project_l2", _l2_one_norm_for_the_batch, "x_proj", "wrong"),
+    ("pgd_step", _pgd_ball_around_x_adv, "x_next", "leaves the l_inf ball"),
+    ("pgd_step", _pgd_no_box, "x_next", "leaves the box"),
+    ("pgd_step", _pgd_gradient_not_sign, "x_next", "wrong"),
+    ("algorithm1_step", _a1_descends_on_clean, "W_new", "b_new is wrong"),
+    ("algorithm1_step", _a1_ascent_goes_downhill, "W_new", "b_new is wrong"),
+    ("ibp_dense", _ibp_no_abs, "lower_out", "is not a bound"),
+    ("ibp_dense", _ibp_endpoints, "lower_out", "is not a bound"),
 ]
 
 
@@ -255,3 +324,47 @@ def test_check_all_goes_on_after_a_learner_ends_the_process(tmp_path, capsys):
     assert main(["exercises", "check", "all", "--folder", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "FAILED dense_backward" in out and f"{len(list(tmp_path.glob('*.py'))) - 1} of" in out
+
+
+# ----- the checker's behaviours, one test each (issue 26) ------------------------------------------
+
+def test_a_check_that_never_ends_is_stopped_with_a_message_in_process():
+    def endless(x, dy):
+        while True:
+            pass
+
+    result = check("relu_backward", endless, verbose=False, time_limit=0.5)
+    assert not result.passed and "no verdict within 0.5 s" in result.message and "endless loop" in result.message
+    # and the timer is gone afterwards: a later check is not interrupted
+    assert check("relu_backward", solution("relu_backward"), verbose=False).passed
+
+
+def test_a_result_in_another_dtype_is_named_as_such():
+    result = check("relu_backward", lambda x, dy: (dy * (x > 0)).astype(np.float32), verbose=False)
+    assert not result.passed and "dx has dtype float32, but the inputs are float64" in result.message
+
+
+def test_every_wrong_tensor_is_named_not_only_the_first():
+    def two_wrong(x, W, b, dy):
+        dx, dW, db = solution("dense_backward")(x, W, b, dy)
+        return dx, -dW, 3 * db
+
+    message = check("dense_backward", two_wrong, verbose=False).message
+    assert "dW is wrong" in message and "db is wrong" in message and "dx is" not in message, message
+
+
+def test_a_constant_factor_is_reported_in_words():
+    message = check("softmax_ce_backward", lambda logits, y: solution("softmax_ce_backward")(logits, y) * 4,
+                    verbose=False).message
+    assert "every entry is off by the same factor: got = 4 x the right value" in message, message
+    # and not when the error is not a single factor
+    message = check("dense_backward", _dense_transposed_dW, verbose=False).message
+    assert "same factor" not in message
+
+
+def test_a_missing_return_and_a_crash_name_the_problem_and_the_line(tmp_path):
+    assert "returned None (a missing return?)" in check("relu_backward", lambda x, dy: None, verbose=False).message
+    path = tmp_path / "relu_backward.py"
+    path.write_text("import numpy as np\n\ndef relu_backward(x, dy):\n    return dy @ np.ones(7)\n")
+    message = check_file(path, verbose=False).message
+    assert "raised ValueError" in message and "relu_backward.py line 4" in message, message

@@ -15,6 +15,11 @@ def conv_backward(x, W, b, dy, stride, padding):
     Use im2col and col2im from minirobust.kernels.reference:
         cols = im2col(x, KH, KW, stride, stride, padding, padding)        # (K, N*OH*OW)
         dx = col2im(dcols, x.shape, KH, KW, stride, stride, padding, padding)
+
+    The order of im2col's axes, which every reshape must follow:
+        rows of cols:    K = C*KH*KW, in the order (c, i, j): the same order as W.reshape(F, K);
+        columns of cols: P = N*OH*OW, in the order (n, oh, ow): so the product W.reshape(F, K) @ cols
+                         is (F, N*OH*OW), and dy (N, F, OH, OW) becomes dy.transpose(1, 0, 2, 3).reshape(F, -1).
     """
     F, C, KH, KW = W.shape
     cols = im2col(x, KH, KW, stride, stride, padding, padding)        # (K, P), P = N*OH*OW

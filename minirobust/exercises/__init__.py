@@ -13,7 +13,10 @@ in ``lessons/exercises/`` and the reference solutions apart, in ``lessons/soluti
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import signal
+import threading
 import traceback
 from pathlib import Path
 
@@ -27,19 +30,53 @@ __all__ = ["EXERCISES", "Exercise", "Result", "check", "check_file", "check_in_c
            "load_exercise"]
 
 
-def check(name: str, fn, verbose: bool = True) -> Result:
+TIME_LIMIT_S = 60.0  # every check here takes well under a second; a minute means a loop that never ends
+
+
+class _TimeUp(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds):
+    """Raise _TimeUp inside the block after ``seconds`` (a SIGALRM timer: it interrupts even a bare
+    ``while True: pass``). Only the main thread of a POSIX process can take signals; elsewhere the
+    block runs without a limit (``check_in_child`` always has one)."""
+    usable = (seconds and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread())
+    if not usable:
+        yield
+        return
+
+    def time_up(signum, frame):
+        raise _TimeUp
+
+    previous = signal.signal(signal.SIGALRM, time_up)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def check(name: str, fn, verbose: bool = True, time_limit: float | None = TIME_LIMIT_S) -> Result:
     """Judge ``fn`` as exercise ``name``; print the verdict (unless ``verbose=False``) and
-    return it as a ``Result`` (true when passed)."""
+    return it as a ``Result`` (true when passed). A check still running after ``time_limit``
+    seconds is stopped with a message (None: no limit)."""
     exercise = _exercise(name)
     if not callable(fn):
         raise InputError(f"check({name!r}, fn): fn must be a function, got {type(fn).__name__}")
     try:
-        worst = exercise.judge(fn)
+        with _time_limit(time_limit):
+            worst = exercise.judge(fn)
         result = Result(name, True, f"PASSED {name}: every tensor matches (worst relative error {worst:.1e}, "
                                     f"{band(worst)}; {BANDS})", worst)
     except NotImplementedError:
         result = Result(name, False, f"NOT WRITTEN YET {name}: the function still raises NotImplementedError. "
                                      f"Write {exercise.signature}. Hint: {exercise.hint}.")
+    except _TimeUp:
+        result = Result(name, False, f"FAILED {name}: no verdict within {time_limit:g} s, so the check was stopped: "
+                                     f"is there an endless loop in the function{_where_now(fn)}?")
     except Mismatch as wrong:
         result = Result(name, False, f"FAILED {name}: {wrong}. Hint: {exercise.hint}.")
     except Exception as exc:  # the learner's code crashed: say where, not a traceback wall
@@ -57,6 +94,12 @@ def _where(fn, exc) -> str:
         return ""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == code.co_filename]
     return f" at {Path(code.co_filename).name} line {frames[-1].lineno}" if frames else ""
+
+
+def _where_now(fn) -> str:
+    """' (FILE)': the learner's file, for a loop that had to be stopped."""
+    code = getattr(fn, "__code__", None)
+    return f" ({Path(code.co_filename).name})" if code is not None and code.co_filename.endswith(".py") else ""
 
 
 def find_exercise_file(name: str, folder=None) -> Path:

@@ -74,8 +74,10 @@ def numeric_gradient(loss, t, h=1e-5):
     return grad
 
 
-def as_outputs(got, names):
-    """The learner's return value as a tuple of float64 arrays named ``names``."""
+def as_outputs(got, names, dtype=np.float64):
+    """The learner's return value as a tuple of float64 arrays named ``names``. Arrays must keep
+    the inputs' ``dtype``: a float32 gradient of float64 inputs has thrown away the precision a
+    gradient check needs (lesson 02), so it is a mistake, not something to convert quietly."""
     if got is None:
         raise Mismatch(f"returned None (a missing return?); expected {len(names)} value(s): ({', '.join(names)})")
     if len(names) == 1 and not isinstance(got, (tuple, list)):
@@ -89,11 +91,41 @@ def as_outputs(got, names):
             raise Mismatch(f"{name} is None: return an array")
         if np.iscomplexobj(value):
             raise Mismatch(f"{name} is complex-valued: a gradient of a real loss is real")
+        if isinstance(value, (np.ndarray, np.generic)) and value.dtype != np.dtype(dtype):
+            raise Mismatch(f"{name} has dtype {value.dtype}, but the inputs are {np.dtype(dtype)}: keep the inputs' "
+                           f"dtype (a float32 result cannot reach the good band of a float64 check; lesson 02)")
         try:
             out.append(np.asarray(value, dtype=np.float64))
         except (TypeError, ValueError) as exc:
             raise Mismatch(f"{name} is not an array of numbers ({type(value).__name__}: {exc})") from None
     return tuple(out)
+
+
+def constant_factor(got, expected):
+    """c when every entry of ``got`` is c times ``expected`` (c != 1), else None: the mark of a
+    missing or extra factor (1/N, 2, -1), which deserves saying in words."""
+    big = np.abs(expected) > 1e-6 * max(float(np.abs(expected).max(initial=0.0)), 1e-300)
+    if big.sum() < 2 or np.any(np.abs(got[~big]) > 1e-9 * max(float(np.abs(got).max(initial=0.0)), 1e-300)):
+        return None
+    ratios = got[big] / expected[big]
+    c = float(np.median(ratios))
+    if abs(c - 1.0) < 1e-6 or not np.allclose(ratios, c, rtol=1e-6, atol=0.0):
+        return None
+    return c
+
+
+def compare_all(pairs):
+    """``compare`` each (name, got, expected, what) and report EVERY wrong tensor, not only the
+    first: a learner fixing dx should know that db is wrong too. Returns the worst error."""
+    worst, wrong = 0.0, []
+    for name, got, expected, what in pairs:
+        try:
+            worst = max(worst, compare(name, got, expected, what))
+        except Mismatch as mismatch:
+            wrong.append(str(mismatch))
+    if wrong:
+        raise Mismatch("; ".join(wrong))
+    return worst
 
 
 def compare(name, got, expected, what="expected"):
@@ -113,7 +145,10 @@ def compare(name, got, expected, what="expected"):
     if e >= GOOD:
         idx = tuple(int(i) for i in worst)
         n_bad = int((err >= GOOD).sum())
+        factor = constant_factor(got, expected)
+        same = (f"; every entry is off by the same factor: got = {factor:.6g} x the right value (a missing or "
+                f"extra constant: a sign, a 1/N, a 2?)" if factor is not None else "")
         raise Mismatch(f"{name} is {band(e)}: worst relative error {e:.2e} at index {idx}: {what} "
                        f"{expected[worst]:.6g}, got {got[worst]:.6g} ({n_bad} of {err.size} entries off; "
-                       f"expected < 1e-7; {BANDS})")
+                       f"expected < 1e-7; {BANDS}){same}")
     return e

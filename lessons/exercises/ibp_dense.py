@@ -1,0 +1,23 @@
+"""Exercise ibp_dense: write the function below, then check it.
+
+In a notebook:   from minirobust.exercises import check, load_exercise
+                 check("ibp_dense", load_exercise("ibp_dense"))
+In a terminal:   minirobust exercises check ibp_dense
+The checker compares what you return with the truth and names the tensor, the index and the
+error band when something is off. A reference solution is in ../solutions/ibp_dense.py: try first.
+"""
+
+import numpy as np
+
+
+def ibp_dense(lower, upper, W, b):
+    """Interval bound propagation through a dense layer y = x @ W + b (Gowal et al. 2018).
+
+    lower, upper: (N, D) bounds with lower <= upper: the input x can be anywhere in that box.
+    W: (D, M), b: (M,). Returns (lower_out, upper_out), each (N, M): the tightest box that holds
+    x @ W + b for every x in the input box.
+    Hint: write the box as centre +- radius; a negative weight swaps which end of an input
+    interval gives the smallest output.
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError("ibp_dense: not written yet")

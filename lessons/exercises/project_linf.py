@@ -1,0 +1,21 @@
+"""Exercise project_linf: write the function below, then check it.
+
+In a notebook:   from minirobust.exercises import check, load_exercise
+                 check("project_linf", load_exercise("project_linf"))
+In a terminal:   minirobust exercises check project_linf
+The checker compares what you return with the truth and names the tensor, the index and the
+error band when something is off. A reference solution is in ../solutions/project_linf.py: try first.
+"""
+
+import numpy as np
+
+
+def project_linf(x_adv, x, eps):
+    """Projection onto the l_inf ball of radius eps around x: the nearest point to x_adv
+    (in l_2 distance) with max |x_proj - x| <= eps.
+
+    x_adv, x: arrays of the same shape; eps: the radius.
+    Returns x_proj. The l_inf ball is a box, so each pixel is projected on its own.
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError("project_linf: not written yet")
