@@ -65,8 +65,8 @@ gpu-check:                 ## on a GPU machine: install, GPU tests and GPU bench
 lessons: venv              ## run every lesson notebook headless in SMALL mode, each in a fresh kernel
 	MINIROBUST_LESSON_SIZE=small $(PY) -m pytest -q -m lessons tests/test_lessons.py
 
-lessons-html: $(VENV)/.lessons-installed   ## execute the lessons (SMALL) and render them with outputs to build/lessons/
-	MINIROBUST_LESSON_SIZE=small $(VENV)/bin/jupyter nbconvert --execute --to html --output-dir build/lessons lessons/[0-9]*.ipynb
+lessons-html: $(VENV)/.lessons-installed   ## execute the lessons (SMALL) and render them to build/lessons/ (maths shown offline)
+	$(PY) lessons/render_html.py
 
 notebook: $(VENV)/.lessons-installed       ## open JupyterLab on lessons/ (ARGS=--no-browser on a server)
 	cd lessons && ../$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)

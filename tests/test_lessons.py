@@ -27,9 +27,9 @@ def _cells(path):
     return json.loads(path.read_text())["cells"]
 
 
-def test_the_ten_lessons_are_there():
+def test_the_fourteen_lessons_are_there():
     names = [p.stem for p in NOTEBOOKS]
-    assert len(names) >= 10 and names[0] == "00_setup" and "09_gpu" in names, names
+    assert len(names) >= 14 and names[0] == "00_setup" and "09_gpu" in names, names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -86,3 +86,23 @@ def test_lessons_use_the_exercise_files_learners_edit():
                  "l2_ascent", "l1_ascent"):
         assert f'"{name}"' in sources, f"no lesson points the learner to the {name} exercise"
     assert os.path.isdir(LESSONS / "exercises") and os.path.isdir(LESSONS / "solutions")
+
+
+def test_rendered_lessons_show_their_maths_offline(tmp_path):
+    # issue 26: nbconvert's default page loads MathJax from a CDN, so offline the maths was raw TeX
+    pytest.importorskip("nbconvert")
+    pytest.importorskip("jupyter_server_mathjax")
+    import subprocess
+    import sys
+
+    lesson = LESSONS / "07_robust_optimization.ipynb"
+    rc = subprocess.call([sys.executable, str(LESSONS / "render_html.py"), "--no-execute", "--out", str(tmp_path),
+                          str(lesson)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert rc == 0
+    html = (tmp_path / "07_robust_optimization.html").read_text()
+    assert 'src="mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"' in html
+    assert "cdnjs.cloudflare.com/ajax/libs/mathjax" not in html
+    assert (tmp_path / "mathjax" / "MathJax.js").is_file()
+    assert (tmp_path / "mathjax" / "config" / "TeX-AMS-MML_HTMLorMML-full.js").is_file()
+    assert (tmp_path / "mathjax" / "fonts").is_dir()
+    assert r"\max_{\|\delta_i\|_p \le \epsilon}" in html  # the TeX is there for the local MathJax to typeset
