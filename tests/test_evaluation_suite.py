@@ -338,3 +338,59 @@ def test_evaluate_suite_and_masking_check_from_the_cli(trained, tmp_path):
                           "--dataset", "synthetic", "--n-test", "10", "--suite", "standard"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--suite needs the radius" in bad.stderr
+
+
+def _apgd_as_written_in_the_paper(model, x, y, eps, steps, start):
+    """Croce & Hein 2020, Algorithm 1 (l_inf, cross-entropy), transcribed line by line for one
+    batch: the test's independent statement of the step-size rule."""
+    from minirobust.robust.objectives import value_and_input_gradient
+
+    def f(at):
+        v, _, g = value_and_input_gradient(model, at, y, "ce")
+        return v, g
+
+    def P(z):
+        return np.clip(np.clip(z, x - eps, x + eps), 0.0, 1.0)
+
+    W = checkpoints(steps)
+    col = (-1, 1, 1, 1)
+    eta = np.full(len(x), 2 * eps, np.float32)
+    x_k = P(x + start)
+    f_k, g_k = f(x_k)
+    x_prev = x_k
+    x_max, f_max, g_max = x_k, f_k, g_k
+    last_w, ups = 0, np.zeros(len(x), int)
+    eta_last, fmax_last = eta.copy(), f_max.copy()
+    for k in range(steps):
+        z = P(x_k + eta.reshape(col) * np.sign(g_k))
+        alpha = 0.75 if k > 0 else 1.0
+        x_next = P(x_k + alpha * (z - x_k) + (1 - alpha) * (x_k - x_prev))
+        f_next, g_next = f(x_next)
+        ups += f_next > f_k
+        better = f_next > f_max
+        x_max = np.where(better.reshape(col), x_next, x_max)
+        g_max = np.where(better.reshape(col), g_next, g_max)
+        f_max = np.maximum(f_max, f_next)
+        x_prev, x_k, f_k, g_k = x_k, x_next, f_next, g_next
+        if k + 1 in W:
+            condition_1 = ups < 0.75 * (k + 1 - last_w)  # "fewer than rho (w_j - w_{j-1})"
+            condition_2 = (eta_last == eta) & (fmax_last == f_max)
+            halve = condition_1 | condition_2
+            eta_last, fmax_last = eta.copy(), f_max.copy()
+            eta = np.where(halve, eta / 2, eta)
+            x_k = np.where(halve.reshape(col), x_max, x_k)  # x^(k+1) <- x_max; x^(k) is kept
+            g_k, f_k = np.where(halve.reshape(col), g_max, g_k), np.where(halve, f_max, f_k)
+            last_w, ups = k + 1, np.zeros(len(x), int)
+    return f_max
+
+
+def test_apgd_follows_the_papers_algorithm_line_by_line(trained):
+    # issue 29: the comparison operator, the checkpoints and the momentum after a halving, as published
+    model, x, y = trained
+    x, y, eps, steps = x[:40], y[:40], 0.08, 30
+    start = Ball("inf", eps).sample(x.shape, np.random.default_rng(3), dtype=x.dtype)
+    from minirobust.robust.apgd import _apgd_run
+
+    ours = _apgd_run(model, x, y, None, Ball("inf", eps), steps, "ce", start, (0.0, 1.0), 0.05)[1]
+    paper = _apgd_as_written_in_the_paper(model, x, y, eps, steps, start)
+    np.testing.assert_allclose(ours, paper, rtol=1e-5)  # equal up to float32 rounding of the projections

@@ -10,6 +10,12 @@ PGD with three changes that remove its step size:
     (1) the objective went up in fewer than rho = 75% of the phase's steps, or
     (2) eta was not reduced at the previous checkpoint and the best value did not move;
   after a halving the iterate restarts from the best point so far;
+  these details follow the paper (Croce & Hein 2020, section 3.2 and Algorithm 1), where the
+  reference code departs from it: condition (1) counts "fewer than" (the reference: "at most",
+  `t <= k * k3` in check_oscillation); checkpoints are ceil(p_j * N) (the reference floors
+  0.22 * N); condition (2) may fire at the first checkpoint (the reference cannot: its
+  reduced_last_check starts true); after a restart the next momentum term is x_max - x^(k), as in
+  Algorithm 1's line x^(k+1) <- x_max (the reference does the same);
 * the best point (highest objective) is kept, never the last one; an example that is
   misclassified at any iterate keeps the first such point.
 
@@ -174,8 +180,8 @@ def _apgd_run(model, x, y, target, ball, steps, objective, start, bounds, l1_spa
             halve = too_few_increases | stalled
             eta_at_mark, best_at_mark = eta.copy(), best_v.copy()
             eta = xp.where(halve, eta / 2, eta)
-            restart = _expand(halve, x)  # from the best point, without momentum
-            x_cur, x_prev = xp.where(restart, best_x, x_cur), xp.where(restart, best_x, x_prev)
+            restart = _expand(halve, x)  # x^(k+1) <- x_max; x^(k) stays, so momentum carries x_max - x^(k)
+            x_cur = xp.where(restart, best_x, x_cur)
             g_cur, v_cur = xp.where(restart, best_g, g_cur), xp.where(halve, best_v, v_cur)
             phase_start, increases = k + 1, xp.zeros_like(increases)
             trace.append(best_v.copy())
