@@ -236,16 +236,17 @@ def test_suite_accuracy_is_the_per_example_minimum_over_its_attacks(trained):
     assert res.to_json()["broken_by"] == {"a": 30, "b": 10}
 
 
-def test_standard_suite_prints_each_attack_and_beats_each_one_alone(trained, capsys):
+def test_the_fast_suite_prints_each_attack_and_beats_each_one_alone(trained, capsys):
     model, x, y = trained
     x, y = x[:80], y[:80]
-    res = run_suite(model, x, y, "inf", 0.03)
+    res = run_suite(model, x, y, "inf", 0.03, version="fast")
     out = capsys.readouterr().out
     assert "after apgd-ce" in out and "after apgd-t" in out and "after square" in out
+    assert "suite fast (APGD-CE 100 steps, APGD-T 3 targets x 100, Square 1000 queries)" in out
     alone = _accuracy(model, apgd(model, x, y, eps=0.03, steps=100, rng=0).x_adv, y)
     assert res.robust_acc <= alone
     assert set(res.broken_by) <= {"", "clean", "apgd-ce", "apgd-t", "square"}
-    l1 = run_suite(model, x[:10], y[:10], "1", 1.0, log=None)
+    l1 = run_suite(model, x[:10], y[:10], "1", 1.0, version="fast", log=None)
     assert l1.log[-1] == {"attack": "square", "skipped": True}
 
 
@@ -328,10 +329,15 @@ def test_evaluate_suite_and_masking_check_from_the_cli(trained, tmp_path):
                           "--masking-check", "--out", str(tmp_path / "r.json")],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert "after apgd-t" in out.stdout and "suite standard: robust accuracy" in out.stdout
+    assert "after apgd-t" in out.stdout and "after fab-t" in out.stdout and "suite standard (" in out.stdout
     assert "verdict: no sign of gradient masking" in out.stdout
     report = json.loads((tmp_path / "r.json").read_text())
-    assert len(report["suite"]["per_example_broken_by"]) == 40
+    records = report["suite"]["per_example"]
+    assert len(records) == 40 and report["suite"]["version"] == "standard" and "FAB-T 9 targets" in report["suite"]["budgets"]
+    for r in records:
+        assert r["robust_ok"] == (r["broken_by"] == "") and (r["perturbation_norm"] is None) == (r["broken_by"] in ("", "clean"))
+        if r["perturbation_norm"] is not None:
+            assert r["perturbation_norm"] <= 0.03 + 1e-6
     assert {c["name"] for c in report["masking_checks"]} == {"gradients", "randomness", "unbounded", "monotone",
                                                              "black-box"}
     bad = subprocess.run([sys.executable, "-m", "minirobust.cli", "evaluate", "--model", str(tmp_path / "m.npz"),
@@ -394,3 +400,101 @@ def test_apgd_follows_the_papers_algorithm_line_by_line(trained):
     ours = _apgd_run(model, x, y, None, Ball("inf", eps), steps, "ce", start, (0.0, 1.0), 0.05)[1]
     paper = _apgd_as_written_in_the_paper(model, x, y, eps, steps, start)
     np.testing.assert_allclose(ours, paper, rtol=1e-5)  # equal up to float32 rounding of the projections
+
+
+def test_square_windows_follow_the_published_schedule():
+    # issue 29: p_init 0.8 on the schedule for 10,000 queries, as published and as AutoAttack runs it
+    from minirobust.robust.square import window_side
+
+    assert window_side(0, 5000, 0.8, 28, 28) == 25  # round(sqrt(0.8 * 784)): most of a 28 px digit
+    assert window_side(0, 5000, 0.8, 32, 32) == 29
+    assert window_side(11, 5000, 0.8, 28, 28) == 18  # halved after query 10: round(sqrt(0.4 * 784))
+    assert window_side(9000, 10000, 0.8, 28, 28) == 1  # 0.8 / 512 of the image: one pixel
+    # the small-window start (the old default) is kept as the "rescaled" option: 6 px at first
+    assert window_side(0, 1000, 0.05, 28, 28, "rescaled") == 6
+    assert window_side(0, 5000, 4.0, 28, 28) == 27  # never the whole image: a window must be able to move
+
+
+def test_square_uses_the_published_first_window_and_refuses_an_unknown_schedule(trained, monkeypatch):
+    module = sys.modules["minirobust.robust.square"]  # (minirobust.robust.square is the function)
+    seen = []
+    original = module._window
+
+    def spy(rng, H, W, s):
+        seen.append(s)
+        return original(rng, H, W, s)
+
+    monkeypatch.setattr(module, "_window", spy)
+    model, x, y = trained
+    square(model, x[:5], y[:5], norm="inf", eps=0.3, n_queries=3, rng=0)
+    assert seen and seen[0] == 25, seen
+    with pytest.raises(InputError, match="unknown Square schedule 'fast'"):
+        square(model, x[:5], y[:5], norm="inf", eps=0.3, n_queries=3, schedule="fast")
+
+
+# ----- FAB (issue 29) -----------------------------------------------------------------------------------
+
+def _linear_model_near_its_boundary(n=20, seed=0):
+    """A two-class linear model whose boundary z_0 = z_1 passes through the grey image, and images
+    at known small distances from it (well inside the box): the closest boundary point is known."""
+    from minirobust.layers import Dense, Flatten
+    from minirobust.model import Sequential
+
+    rng = np.random.default_rng(seed)
+    net = Sequential([Flatten(), Dense(16, 2, seed=seed, dtype=np.float64)])
+    W = net.layers[1].params["W"]
+    w = W[:, 0] - W[:, 1]
+    net.layers[1].params["b"][:] = [-0.5 * w.sum(), 0.0]
+    along = rng.uniform(-0.05, 0.05, (n, 16))
+    along -= (along @ w / (w @ w))[:, None] * w
+    t = rng.choice([-1.0, 1.0], n) * rng.uniform(0.01, 0.03, n)
+    x = (0.5 + along + t[:, None] * w / np.abs(w).max()).reshape(n, 1, 4, 4)
+    margin = np.abs(x.reshape(n, -1) @ w + net.layers[1].params["b"][0])
+    return net, x, w, margin
+
+
+@pytest.mark.parametrize("norm, dual", [("inf", 1), ("2", 2), ("1", np.inf)])
+def test_fab_finds_the_closest_boundary_point_of_a_linear_model(norm, dual):
+    from minirobust.robust.fab import ETA, fab
+
+    net, x, w, margin = _linear_model_near_its_boundary()
+    closest = margin / np.linalg.norm(w, ord=dual)  # the distance to the hyperplane in l_norm
+    res = fab(net, x, norm=norm, steps=50, trace=True)
+    found = lp_norm(res.x_adv - x, Ball(norm, 1.0).p)
+    assert res.success.all() and (net.predict(res.x_adv) != net.predict(x)).all()
+    assert (found >= closest * (1 - 1e-9)).all()  # nothing adversarial is closer than the boundary
+    assert (found <= closest * 1.01).all(), found / closest  # and FAB gets within 1% of it
+    best = res.info["best_norm"]
+    assert (np.diff(best, axis=0) <= 0).all()  # the best norm never grows...
+    assert np.allclose(best[0], ETA * closest) and (best[-1] < best[0]).all()  # ...and shrinks from the overshoot
+
+
+@pytest.mark.parametrize("norm, eps", [("inf", 0.1), ("2", 1.0), ("1", 5.0)])
+def test_fab_t_stays_in_the_box_and_counts_only_points_inside_the_ball(trained, norm, eps):
+    from minirobust.robust.fab import fab
+    from minirobust.robust.suite import fab_t
+
+    model, x, y = trained
+    x, y = x[:30], y[:30]
+    res = fab(model, x, y, norm=norm, steps=20)
+    assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    assert (model.predict(res.x_adv)[res.success] != y[res.success]).all()
+    xa = fab_t(model, x, y, norm, eps, steps=20, n_targets=3)
+    moved = np.abs(xa - x).reshape(len(x), -1).max(axis=1) > 0
+    sizes = lp_norm(xa - x, Ball(norm, eps).p)
+    assert (sizes[moved] <= eps + 1e-6).all() and (model.predict(xa[moved]) != y[moved]).all()
+    assert xa.min() >= 0 and xa.max() <= 1
+
+
+def test_the_standard_version_runs_autoattacks_four_attacks_with_their_budgets(trained):
+    from minirobust.robust.suite import VERSIONS, describe
+
+    assert describe(VERSIONS["standard"]) == ("APGD-CE 100 steps, APGD-T 9 targets x 100, FAB-T 9 targets x 100, "
+                                              "Square 5000 queries")
+    assert describe(VERSIONS["fast"]) == "APGD-CE 100 steps, APGD-T 3 targets x 100, Square 1000 queries"
+    model, x, y = trained
+    res = run_suite(model, x[:6], y[:6], "inf", 0.05, version="standard", log=None)
+    assert [s["attack"] for s in res.log] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert res.to_json()["version"] == "standard" and res.to_json()["budgets"].startswith("APGD-CE 100")
+    with pytest.raises(InputError, match="unknown suite version 'strong'"):
+        run_suite(model, x[:2], y[:2], "inf", 0.05, version="strong")

@@ -42,8 +42,13 @@ def test_random_kills_then_resume_match_an_uninterrupted_run(tmp_path):
         proc = _train(out, "--resume")
         # anywhere in what is left of the run (start-up, a step, a save): timed from the part of the
         # run still to go, so that a resumed run is not let finish before the loop has killed it
-        left = max(6 - _epochs_done(out), 1) / 6
-        time.sleep(float(rng.uniform(0.2, 0.9)) * whole_run * left)
+        done = _epochs_done(out)
+        deadline = time.monotonic() + float(rng.uniform(0.2, 0.9)) * whole_run * max(6 - done, 1) / 6
+        # and never later than a random epoch before the last: a machine that got faster since the
+        # full run was timed (load comes and goes) must not let the resumed run finish unkilled
+        last_epoch = int(rng.integers(done + 1, 6)) if done < 5 else 6
+        while proc.poll() is None and time.monotonic() < deadline and _epochs_done(out) < last_epoch:
+            time.sleep(0.02)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1

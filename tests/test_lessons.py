@@ -5,6 +5,7 @@ just these: ``pytest -m lessons``)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -58,7 +59,7 @@ def test_notebook_runs_in_small_mode_within_its_budget(path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(path, as_version=4)
     budget = BUDGET_S * SLOWNESS
-    client = nbclient.NotebookClient(nb, timeout=budget, kernel_name="python3",
+    client = nbclient.NotebookClient(nb, timeout=math.ceil(budget), kernel_name="python3",  # traitlets: an int
                                      resources={"metadata": {"path": str(LESSONS)}})
     start = time.perf_counter()
     client.execute()  # a fresh kernel; raises CellExecutionError naming the failing cell

@@ -27,7 +27,7 @@ from ..checkpoint import load_model
 from ..data import dataset_stats, load_mnist, to_float
 from ..errors import InputError
 from ..robust import RobustTrainer, TrainConfig, pgd, run_suite
-from ..robust.suite import describe_suite, standard_suite
+from ..robust.suite import describe, fast_suite
 from ..atomic import write_atomic
 from .standard_radius import _pct
 
@@ -87,7 +87,7 @@ def evaluate(model, x, y, eps, settings) -> dict:
     order certified <= attacked <= clean checked."""
     cert = ibp(model, x, y, eps)
     suite = run_suite(model, x, y, "inf", eps, rng=settings.seed, log=None,
-                      attacks=standard_suite(steps=settings.suite_steps, n_queries=settings.suite_queries))
+                      attacks=fast_suite(steps=settings.suite_steps, n_queries=settings.suite_queries))
     clean_ok = suite.clean_ok  # the suite's own clean pass on the same points
     pgd_ok = clean_ok & ~to_host(pgd(model, x, y, norm="inf", eps=eps, steps=settings.pgd_steps, rng=settings.seed,
                                      batch_size=500).success)
@@ -182,7 +182,7 @@ class CertifiedReproduction:
                 if {k: r.settings.get(k) for k in self.s.evaluation()} == self.s.evaluation():
                     runs[f"{r.net}/{r.method}/{r.eps:g}"] = r
         out = {"n_eval": self.s.n_eval, "settings": asdict(self.s),
-               "suite": describe_suite(self.s.suite_steps, n_queries=self.s.suite_queries),
+               "suite": describe(fast_suite(steps=self.s.suite_steps, n_queries=self.s.suite_queries)),
                "runs": {k: {key: v for key, v in asdict(r).items() if key != "settings"} for k, r in runs.items()}}
         self.results_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.results_dir / "results.json", json.dumps(out, indent=1))

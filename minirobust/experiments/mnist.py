@@ -223,11 +223,11 @@ class MnistReproduction:
         """The standard suite (APGD-CE, APGD-T, Square; worst case per example) at the l_inf
         and l_2 training radii and twice them, on the first ``n_suite`` test images, with
         PGD on the same images so that the drop from PGD to the suite compares like with like."""
-        from ..robust.suite import run_suite, standard_suite  # noqa: PLC0415
+        from ..robust.suite import fast_suite, run_suite  # noqa: PLC0415
 
         n = min(self.s.n_suite, len(self.xt))
         xs, ys = self.xt[:n], self.yt[:n]
-        attacks = standard_suite(steps=self.s.suite_steps, n_queries=self.s.suite_queries)
+        attacks = fast_suite(steps=self.s.suite_steps, n_queries=self.s.suite_queries)
         out = {}
         for name, model in self._stage(self.models.items(), "suite"):
             out[name] = {}

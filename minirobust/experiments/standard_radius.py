@@ -24,7 +24,7 @@ from ..data import dataset_stats, load_mnist, to_float
 from ..errors import InputError
 from ..robust import RobustTrainer, TrainConfig, robust_accuracy, run_suite
 from ..robust.monitor import collapse, first_full_epoch
-from ..robust.suite import describe_suite, standard_suite
+from ..robust.suite import describe, fast_suite
 
 NETS = ("paper-mnist", "large-mnist")
 METHODS = ("paper", "fgsm-rs", "pgd", "trades")
@@ -154,7 +154,7 @@ class StandardRadius:
         n = min(self.s.n_suite, len(self.xt))
         xs, ys = self.xt[:n], self.yt[:n]
         suite = run_suite(model, xs, ys, "inf", self.s.eps, rng=self.s.seed, log=None,
-                          attacks=standard_suite(steps=self.s.suite_steps, n_queries=self.s.suite_queries))
+                          attacks=fast_suite(steps=self.s.suite_steps, n_queries=self.s.suite_queries))
         pgd_r = robust_accuracy(model, xs, ys, "inf", self.s.eps, method="pgd", steps=self.s.pgd_steps, rng=self.s.seed)
         result = RunResult(
             net=net, method=method, epochs=trainer.epoch, train_seconds=round(sum(r["seconds"] for r in history), 1),
@@ -187,7 +187,7 @@ class StandardRadius:
                 if r is not None:
                     runs[f"{net}/{method}"] = r
         out = {"eps": self.s.eps, "n_suite": self.s.n_suite, "settings": asdict(self.s),
-               "suite": describe_suite(self.s.suite_steps, n_queries=self.s.suite_queries),
+               "suite": describe(fast_suite(steps=self.s.suite_steps, n_queries=self.s.suite_queries)),
                "runs": {k: _summary(r) for k, r in runs.items()}}
         self.results_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.results_dir / "results.json", json.dumps(out, indent=1))

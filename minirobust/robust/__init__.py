@@ -15,13 +15,13 @@ from .evaluate import (
 )
 from .masking import masking_checks
 from .square import square
-from .suite import SUITES, SuiteResult, run_suite
+from .suite import VERSIONS, SuiteResult, run_suite
 from .trainer import RobustTrainer, TrainConfig
 
 ATTACKS.update({"apgd": apgd, "square": square})
 
 __all__ = [
-    "ATTACKS", "SUITES", "AdversarialSet", "SuiteResult", "apgd", "masking_checks", "pick_targets", "run_suite",
+    "ATTACKS", "VERSIONS", "AdversarialSet", "SuiteResult", "apgd", "masking_checks", "pick_targets", "run_suite",
     "square", "ascend", "AttackResult", "Ball", "RobustTrainer", "TrainConfig", "accuracy_on_set",
     "accuracy_vs_eps", "adversarial_set", "fast_method", "full_range_check", "lp_norm", "norm_stats",
     "parse_norm", "per_example_loss", "pgd", "project_l1", "project_lp", "robust_accuracy", "single_pixel",

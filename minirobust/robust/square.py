@@ -27,16 +27,29 @@ from .attacks import AttackResult, _check_inputs, _labels, batch_size_or_none, g
 from .balls import Ball, lp_norm
 from .objectives import margin
 
-# the fraction p of pixels a window covers halves at these query counts (for 10,000 queries;
-# rescaled to the budget), as in the paper
+# the fraction p of pixels a window covers halves at these query counts, as in the paper
 SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
-P_INIT = {"inf": 0.05, "2": 0.1}
+# "published": the paper's and the reference AutoAttack's defaults: p_init 0.8 and the schedule
+# read at the query index as it is (AutoAttack's standard version runs Square with
+# resc_schedule=False): the first windows cover 80% of the image (25 px of 28), shrinking to 6 px
+# after 1,000 queries. "rescaled": p_init 0.05 (l_inf) / 0.1 (l_2), the schedule stretched to the
+# budget as if it were 10,000 queries: small windows from the start.
+SCHEDULES = ("published", "rescaled")
+P_INIT = {"published": {"inf": 0.8, "2": 0.8}, "rescaled": {"inf": 0.05, "2": 0.1}}
 
 
-def window_fraction(i: int, n_queries: int, p_init: float) -> float:
+def window_fraction(i: int, n_queries: int, p_init: float, schedule: str = "published") -> float:
     """p at query i: p_init halved once for each point of the schedule already passed."""
-    i = int(i / n_queries * 10000) if n_queries < 10000 else i
+    if schedule == "rescaled" and n_queries < 10000:
+        i = int(i / n_queries * 10000)
     return p_init / 2 ** sum(i > mark for mark in SCHEDULE)
+
+
+def window_side(i: int, n_queries: int, p_init: float, H: int, W: int, schedule: str = "published") -> int:
+    """The side s of query i's square window: s^2 ~ p H W, at least 1 and less than the image
+    (as the reference clamps it), so a window always has somewhere to move."""
+    s = int(round(math.sqrt(window_fraction(i, n_queries, p_init, schedule) * H * W)))
+    return max(1, min(s, min(H, W) - 1))
 
 
 def meta_perturbation(s: int) -> np.ndarray:
@@ -58,26 +71,34 @@ def meta_perturbation(s: int) -> np.ndarray:
 
 
 def square(model, x, y=None, norm="inf", eps=0.03, n_queries=1000, rng=None, bounds=(0.0, 1.0),
-           p_init=None, batch_size=None) -> AttackResult:
+           p_init=None, schedule="published", batch_size=None) -> AttackResult:
     """Square attack on images x (N, C, H, W) in the l_inf or l_2 ball of radius eps.
 
     Untargeted: minimises the margin of ``y`` (the model's predictions by default). Each of the
     ``n_queries`` iterations costs one forward pass on the examples not yet fooled.
+    ``schedule``: "published" (p_init 0.8, the paper's schedule as it is) or "rescaled" (see
+    ``P_INIT``); ``p_init`` overrides the schedule's own.
     ``batch_size``: attack that many examples at a time (the chunks share ``rng``'s stream).
     """
     ball = Ball(norm, eps)
-    if ball.name not in P_INIT:
+    if ball.name not in ("inf", "2"):
         raise InputError(f"the Square attack is for l_inf and l_2, not l_{ball.name}")
+    if schedule not in SCHEDULES:
+        raise InputError(f"unknown Square schedule {schedule!r}: choose {' or '.join(SCHEDULES)}")
     x = _check_inputs(model, x, bounds)
     if x.ndim != 4:
         raise InputError(f"the Square attack needs images (N, C, H, W), got shape {tuple(x.shape)}")
     n_queries, batch_size = whole(n_queries, "n_queries"), batch_size_or_none(batch_size)
     rng = generator(rng)
     y = _labels(model, x, y)
-    p_init = P_INIT[ball.name] if p_init is None else float(p_init)
+    p_init = P_INIT[schedule][ball.name] if p_init is None else float(p_init)
     run = _square_linf if ball.name == "inf" else _square_l2
     size = x.shape[0] if batch_size is None else int(batch_size)
-    parts = [run(model, x[i : i + size], y[i : i + size], ball.eps, int(n_queries), rng, bounds, p_init)
+
+    def side(i):
+        return window_side(i, int(n_queries), p_init, *x.shape[2:], schedule)
+
+    parts = [run(model, x[i : i + size], y[i : i + size], ball.eps, int(n_queries), rng, bounds, side)
              for i in range(0, x.shape[0], size)]
     x_adv = get_xp(x).concatenate(parts)
     pred = model.predict(x_adv)
@@ -101,18 +122,17 @@ def _signs(rng, shape, like):
     return get_xp(like).asarray(rng.choice([-1.0, 1.0], size=shape), dtype=like.dtype)
 
 
-def _random_search(model, x, y, x_adv, n_queries, rng, p_init, propose):
+def _random_search(model, x, y, x_adv, n_queries, side, propose):
     """The loop both norms share: each query, ``propose(xa, xc, s)`` changes the perturbation
     of the examples not yet fooled inside windows of side s; a change is kept where it lowers
     the margin."""
     xp = get_xp(x)
-    H, W = x.shape[2:]
     best = _margins(model, x_adv, y)
     for i in range(n_queries):
         active = xp.flatnonzero(best > 0)
         if active.size == 0:
             break
-        s = max(1, min(H, int(round(math.sqrt(window_fraction(i, n_queries, p_init) * H * W)))))
+        s = side(i)
         xa = x_adv[active]
         cand = propose(xa, x[active], s)
         m = _margins(model, cand, y[active])
@@ -122,7 +142,7 @@ def _random_search(model, x, y, x_adv, n_queries, rng, p_init, propose):
     return x_adv
 
 
-def _square_linf(model, x, y, eps, n_queries, rng, bounds, p_init):
+def _square_linf(model, x, y, eps, n_queries, rng, bounds, side):
     N, C, H, W = x.shape
 
     def propose(xa, xc, s):  # one window of every channel set to a fresh +-eps
@@ -132,10 +152,10 @@ def _square_linf(model, x, y, eps, n_queries, rng, bounds, p_init):
         return cand
 
     x_adv = _clip(x + eps * _signs(rng, (N, C, 1, W), x), bounds)  # start: vertical stripes
-    return _random_search(model, x, y, x_adv, n_queries, rng, p_init, propose)
+    return _random_search(model, x, y, x_adv, n_queries, side, propose)
 
 
-def _square_l2(model, x, y, eps, n_queries, rng, bounds, p_init):
+def _square_l2(model, x, y, eps, n_queries, rng, bounds, side):
     xp = get_xp(x)
     N, C, H, W = x.shape
 
@@ -159,7 +179,7 @@ def _square_l2(model, x, y, eps, n_queries, rng, bounds, p_init):
         for c in range(0, W - s0 + 1, s0):
             delta[:, :, r : r + s0, c : c + s0] = tile * _signs(rng, (N, C, 1, 1), x)
     x_adv = _clip(x + _to_ball(delta, eps), bounds)
-    return _random_search(model, x, y, x_adv, n_queries, rng, p_init, propose)
+    return _random_search(model, x, y, x_adv, n_queries, side, propose)
 
 
 def _to_ball(delta, eps):
