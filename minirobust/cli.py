@@ -262,6 +262,8 @@ def _attack_kwargs(args):
         return dict(steps=args.steps, restarts=args.restarts, rng=args.seed)
     if args.method == "square":
         return dict(n_queries=getattr(args, "queries", 1000), rng=args.seed)
+    if args.method == "fab":
+        return dict(steps=args.steps)
     return {}
 
 
@@ -473,6 +475,10 @@ def cmd_exercises(args):
     return 0 if all(r.passed for r in results) else 1
 
 
+# the names of robust.registry.ATTACKS (a test keeps the two equal; the registry is not imported
+# here so that building the parser stays fast)
+ATTACK_NAMES = ("fast", "pgd", "single-pixel", "apgd", "square", "fab")
+
 CIFAR10_ONLY = ("width", "dropout", "lr", "lr_halve_every", "attack_mode", "radius")
 
 
@@ -643,7 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_dataset(p, default_n_test=1000)
     p.add_argument("--model", required=True, help="a model.npz or checkpoint.npz")
-    p.add_argument("--method", choices=("fast", "pgd", "apgd", "square", "single-pixel"), default="fast")
+    p.add_argument("--method", choices=ATTACK_NAMES, default="fast")
     p.add_argument("--norm", type=_norm, default=None, help="inf (default), 2, 1 or any p >= 1; not for single-pixel")
     p.add_argument("--eps", type=_nonneg_float, default=0.1)
     p.add_argument("--steps", type=_positive_int, default=10, help="PGD / APGD steps")

@@ -142,3 +142,24 @@ def test_fast_sweep_equals_fast_method(model):
             ref = fast_method(model, x, y, norm=norm, eps=eps)
             np.testing.assert_allclose(res.x_adv, ref.x_adv, atol=1e-6)
             np.testing.assert_array_equal(res.success, ref.success)
+
+
+def test_one_registry_names_every_attack_and_each_keeps_the_contract():
+    # issue 27 item 6: one registry, one public contract (attack_base.py)
+    import inspect
+
+    from minirobust import nets
+    from minirobust.cli import ATTACK_NAMES
+    from minirobust.data import separable_images
+    from minirobust.robust import ATTACKS, AttackResult
+
+    assert tuple(ATTACKS) == ATTACK_NAMES
+    x, y = separable_images(6, seed=0)
+    model = nets.paper_mnist(seed=0)
+    for name, fn in ATTACKS.items():
+        params = inspect.signature(fn).parameters
+        assert {"model", "x", "y", "eps", "bounds", "batch_size"} <= set(params), name
+        kw = {} if name == "single-pixel" else {"norm": "inf"}
+        res = fn(model, x, y, eps=0.1, bounds=(0.0, 1.0), batch_size=4, **kw)
+        assert isinstance(res, AttackResult) and res.x_adv.shape == x.shape, name
+        assert (res.norms[res.success] <= (0.1 if name != "single-pixel" else 1.0) + 1e-6).all(), name

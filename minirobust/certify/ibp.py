@@ -8,7 +8,7 @@ import numpy as np
 
 from ..backend import get_xp, to_host
 from ..losses import SoftmaxCrossEntropy
-from ..robust.attacks import _check_inputs
+from ..robust.attack_base import check_attack_inputs
 from .intervals import IntervalPass
 
 
@@ -36,7 +36,7 @@ class Certificate:
 def ibp(model, x, y, eps, bounds=(0.0, 1.0), batch_size=500) -> Certificate:
     """Certify each (x_i, y_i) against every l_inf perturbation of size eps (inside ``bounds``):
     certified when the lower bound of z_y - z_j over the box is > 0 for every j != y."""
-    x = _check_inputs(model, x, bounds)
+    x = check_attack_inputs(model, x, bounds)
     y = model.on_device(y, "labels")
     margins = np.empty(len(x), dtype=np.float64)
     for i in range(0, len(x), batch_size):

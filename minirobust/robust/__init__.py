@@ -2,7 +2,8 @@
 
 from .apgd import apgd
 from .ascent import ascend
-from .attacks import ATTACKS, AttackResult, fast_method, per_example_loss, pgd, pick_targets, single_pixel
+from .attack_base import AttackResult, pick_targets
+from .attacks import fast_method, per_example_loss, pgd, single_pixel
 from .balls import Ball, lp_norm, parse_norm, project_l1, project_lp
 from .evaluate import (
     AdversarialSet,
@@ -13,15 +14,15 @@ from .evaluate import (
     norm_stats,
     robust_accuracy,
 )
+from .fab import fab
 from .masking import masking_checks
+from .registry import ATTACKS
 from .square import square
 from .suite import VERSIONS, SuiteResult, run_suite
 from .trainer import RobustTrainer, TrainConfig
 
-ATTACKS.update({"apgd": apgd, "square": square})
-
 __all__ = [
-    "ATTACKS", "VERSIONS", "AdversarialSet", "SuiteResult", "apgd", "masking_checks", "pick_targets", "run_suite",
+    "ATTACKS", "VERSIONS", "AdversarialSet", "SuiteResult", "apgd", "fab", "masking_checks", "pick_targets", "run_suite",
     "square", "ascend", "AttackResult", "Ball", "RobustTrainer", "TrainConfig", "accuracy_on_set",
     "accuracy_vs_eps", "adversarial_set", "fast_method", "full_range_check", "lp_norm", "norm_stats",
     "parse_norm", "per_example_loss", "pgd", "project_l1", "project_lp", "robust_accuracy", "single_pixel",

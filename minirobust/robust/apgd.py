@@ -33,8 +33,8 @@ import numpy as np
 
 from ..backend import get_xp
 from ..errors import InputError
-from .attacks import (AttackResult, _check_inputs, _labels, batch_size_or_none, generator, keep_worst, pick_targets,
-                      whole)
+from .attack_base import (AttackResult, batch_size_or_none, check_attack_inputs, generator, keep_worst,
+                          labels_or_predictions, pick_targets, whole)
 from .balls import Ball, lp_norm, project_l1_box
 from .objectives import value_and_input_gradient
 
@@ -109,13 +109,13 @@ def apgd(model, x, y=None, norm="inf", eps=0.03, steps=100, objective="ce", targ
     shape (len(checkpoints(steps)) + 2, N).
     """
     ball = Ball(norm, eps)
-    x = _check_inputs(model, x, bounds)
+    x = check_attack_inputs(model, x, bounds)
     steps, restarts = whole(steps, "steps"), whole(restarts, "restarts")
     batch_size = batch_size_or_none(batch_size)
     if not 0 < float(l1_sparsity) <= 1:
         raise InputError(f"l1_sparsity must be in (0, 1], got {l1_sparsity}")
     rng = generator(rng)
-    y = _labels(model, x, y)
+    y = labels_or_predictions(model, x, y)
     targets = pick_targets(model, x, y, target, rng) if target is not None else None
     # every random start drawn up front: running in chunks gives the same result as all at once
     starts = [ball.sample(x.shape, rng, dtype=x.dtype) if random_start else None for _ in range(restarts)]

@@ -1,4 +1,5 @@
-"""Attacks, all driven by ``model.input_gradient``.
+"""The fast method, PGD and the single-pixel attack, all driven by ``model.input_gradient``
+(the shared contract: attack_base.py).
 
 Conventions (those of cleverhans / Foolbox / ART users, without their known traps):
 * inputs are in pixel space and ``bounds=(0, 1)`` clips the result to the valid range;
@@ -14,139 +15,21 @@ Conventions (those of cleverhans / Foolbox / ART users, without their known trap
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from .. import checks
-from ..backend import get_xp, to_host
+from ..backend import get_xp
 from ..errors import InputError
 from ..losses import SoftmaxCrossEntropy
 from .ascent import ascend, ascent_gradient, clip_to_bounds, default_step_size, projected_step
+from .attack_base import (AttackResult, batch_size_or_none, batched, check_attack_inputs, generator, keep_worst,
+                          labels_or_predictions, pick_targets, success_mask, whole)
 from .balls import Ball, lp_norm
 from .objectives import value_and_input_gradient
-
-
-@dataclass
-class AttackResult:
-    x_adv: object  # (N, ...) adversarial inputs
-    success: object  # (N,) bool: misclassified (untargeted) or classified as the target
-    norms: object  # (N,) ||x_adv - x||_p in the attack's norm
-    labels: object  # (N,) the labels attacked (given, or the model's predictions; targets if targeted)
-    info: dict = field(default_factory=dict)  # what an attack reports beyond these (e.g. APGD's trace)
-
-    @property
-    def success_rate(self) -> float:
-        return float(self.success.mean())
-
-    def to_host(self) -> "AttackResult":
-        """The same result with NumPy arrays (for saving, plotting, comparing with host labels)."""
-        return AttackResult(*(to_host(v) for v in (self.x_adv, self.success, self.norms, self.labels)),
-                            info={k: to_host(v) if hasattr(v, "shape") else v for k, v in self.info.items()})
-
-
-# ----- helpers -------------------------------------------------------------------------------------
-
-def _check_inputs(model, x, bounds):
-    """``x`` checked and on the model's device (the device rule: see model.py)."""
-    x = model.on_device(x, "attack input")
-    checks.check_float(x, "attack input")
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise InputError(f"attack input must be a non-empty batch (N, ...), got shape {tuple(x.shape)}")
-    checks.check_finite(x, "attack input")
-    if bounds is not None:
-        lo, hi = bounds
-        if not lo < hi:
-            raise InputError(f"bounds must satisfy low < high, got {bounds}")
-        if float(x.min()) < lo - 1e-6 or float(x.max()) > hi + 1e-6:
-            raise InputError(f"attack input has values in [{float(x.min()):.3g}, {float(x.max()):.3g}], outside "
-                             f"bounds {bounds}: models take raw pixel-space images (normalise inside the model)")
-    return x
-
-
-def whole(value, name, minimum=1) -> int:
-    """``value`` as an int >= ``minimum``; 2.5 steps or True restarts are errors, not rounded."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def generator(rng) -> np.random.Generator:
-    """A seed (int >= 0), a numpy Generator or None (fresh entropy) as a Generator."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0):
-        return np.random.default_rng(rng)
-    raise InputError(f"rng must be a seed (a whole number >= 0), a numpy.random.Generator or None, got {rng!r}")
-
-
-def batch_size_or_none(batch_size):
-    return None if batch_size is None else whole(batch_size, "batch_size")
-
-
-def _labels(model, x, y):
-    if y is None:
-        return model.predict(x)
-    checks.check_labels(y, x.shape[0], 2**31 - 1)
-    return model.on_device(y, "labels")
-
-
-def _success(model, x_adv, y, targeted):
-    pred = model.predict(x_adv)
-    return pred == y if targeted else pred != y
-
-
-TARGET_MODES = ("random", "least-likely")
-
-
-def pick_targets(model, x, y, how, rng=None):
-    """Target labels for a targeted attack, on the model's device.
-
-    how: labels (N,) given by the caller (checked: none may equal the true label), "random"
-    (a uniformly drawn class other than y, from ``rng``) or "least-likely" (the class the
-    model scores lowest on the clean input).
-    """
-    xp = get_xp(x)
-    if isinstance(how, str):
-        if how not in TARGET_MODES:
-            raise InputError(f"unknown target mode {how!r}: give labels, or one of {', '.join(TARGET_MODES)}")
-        logits = model.forward(x, train=False)
-        classes = logits.shape[1]
-        if how == "least-likely":
-            return logits.argmin(axis=1)
-        shift = model.on_device(generator(rng).integers(1, classes, size=x.shape[0]), "targets")
-        return (y + shift) % classes  # never y itself
-    targets = model.on_device(how, "targets")
-    checks.check_labels(targets, x.shape[0], 2**31 - 1)
-    if bool((targets == y).any()):
-        raise InputError(f"{int((targets == y).sum())} target labels equal the true labels: a targeted attack "
-                         "needs another class")
-    return targets
-
-
-def keep_worst(best, new):
-    """Per example, the worse (for the model) of two (x_adv, value, success) triples: a success
-    beats a failure; the first success is kept (early stop); between failures, the higher value."""
-    bx, bv, bok = best
-    nx, nv, nok = new
-    xp = get_xp(bx)
-    better = (nok & ~bok) | (~nok & ~bok & (nv > bv))
-    return (xp.where(better.reshape((-1,) + (1,) * (bx.ndim - 1)), nx, bx), xp.where(better, nv, bv), bok | nok)
 
 
 def per_example_loss(model, x, y):
     """Cross-entropy of each example, shape (N,), in evaluation mode."""
     return SoftmaxCrossEntropy("none").forward(model.forward(x, train=False), y)
-
-
-def _batched(attack_one, x, y, batch_size, extra=()):
-    """Run ``attack_one(x_chunk, y_chunk, *extra_chunks)`` over chunks and concatenate."""
-    if batch_size is None or batch_size >= x.shape[0]:
-        return attack_one(x, y, *extra)
-    xp = get_xp(x)
-    parts = [attack_one(x[i : i + batch_size], y[i : i + batch_size], *[e[:, i : i + batch_size] for e in extra])
-             for i in range(0, x.shape[0], batch_size)]
-    return tuple(xp.concatenate([p[k] for p in parts]) for k in range(len(parts[0])))
 
 
 # ----- the fast method ----------------------------------------------------------------------------
@@ -156,8 +39,8 @@ def fast_method(model, x, y=None, norm="inf", eps=0.1, bounds=(0.0, 1.0), target
     """One steepest-ascent step of size eps in the chosen norm (the paper's eq. for
     x' = x + argmax_{||d|| <= eps} <grad_x J(x, y), d>); l_inf is Goodfellow's FGSM."""
     ball = Ball(norm, eps, l1_top_k=l1_top_k)
-    x = _check_inputs(model, x, bounds)
-    y = _labels(model, x, y)
+    x = check_attack_inputs(model, x, bounds)
+    y = labels_or_predictions(model, x, y)
     batch_size = batch_size_or_none(batch_size)
 
     def one(xc, yc):
@@ -165,8 +48,8 @@ def fast_method(model, x, y=None, norm="inf", eps=0.1, bounds=(0.0, 1.0), target
             return (xc.copy(),)
         return (ascend(model, xc, yc, ball, bounds=bounds, targeted=targeted),)
 
-    (x_adv,) = _batched(one, x, y, batch_size)
-    return AttackResult(x_adv, _success(model, x_adv, y, targeted), lp_norm(x_adv - x, ball.p), y)
+    (x_adv,) = batched(one, x, y, batch_size)
+    return AttackResult(x_adv, success_mask(model, x_adv, y, targeted), lp_norm(x_adv - x, ball.p), y)
 
 
 def fast_method_sweep(model, x, y=None, norm="inf", eps_list=(0.1,), bounds=(0.0, 1.0), targeted=False):
@@ -176,14 +59,14 @@ def fast_method_sweep(model, x, y=None, norm="inf", eps_list=(0.1,), bounds=(0.0
     eps, so a sweep over eps costs one backward pass plus one forward pass per eps. Yields
     (eps, AttackResult) equal to ``fast_method(..., eps=eps)``.
     """
-    x = _check_inputs(model, x, bounds)
-    y = _labels(model, x, y)
+    x = check_attack_inputs(model, x, bounds)
+    y = labels_or_predictions(model, x, y)
     unit = Ball(norm, 1.0).steepest_ascent(ascent_gradient(model, x, y, targeted))
     p = Ball(norm, 1.0).p
     for eps in eps_list:
         Ball(norm, eps)  # validates eps
         x_adv = x.copy() if eps == 0 else clip_to_bounds(x + unit * x.dtype.type(eps), bounds)
-        yield eps, AttackResult(x_adv, _success(model, x_adv, y, targeted), lp_norm(x_adv - x, p), y)
+        yield eps, AttackResult(x_adv, success_mask(model, x_adv, y, targeted), lp_norm(x_adv - x, p), y)
 
 
 # ----- projected gradient descent (iterative) -----------------------------------------------------
@@ -200,14 +83,14 @@ def pgd(model, x, y=None, norm="inf", eps=0.1, steps=10, step_size=None, random_
     labels, "random" or "least-likely" (``pick_targets``); the loss of the target goes down.
     """
     ball = Ball(norm, eps)
-    x = _check_inputs(model, x, bounds)
+    x = check_attack_inputs(model, x, bounds)
     steps, restarts = whole(steps, "steps"), whole(restarts, "restarts")
     batch_size = batch_size_or_none(batch_size)
     alpha = default_step_size(ball.eps, steps) if step_size is None else float(step_size)
     if not (alpha >= 0 and np.isfinite(alpha)):
         raise InputError(f"step_size must be a finite number >= 0, got {step_size}")
     rng = generator(rng)
-    y = _labels(model, x, y)
+    y = labels_or_predictions(model, x, y)
     if target is not None:
         y, targeted = pick_targets(model, x, y, target, rng), True
     # all random starts are drawn up front for the whole batch, so that running the attack
@@ -232,8 +115,8 @@ def pgd(model, x, y=None, norm="inf", eps=0.1, steps=10, step_size=None, random_
                     x_adv = projected_step(xc, x_adv, g, ball, alpha, bounds)
         return (best[0],)
 
-    (x_adv,) = _batched(one, x, y, batch_size, extra=(starts,))
-    return AttackResult(x_adv, _success(model, x_adv, y, targeted), lp_norm(x_adv - x, ball.p), y)
+    (x_adv,) = batched(one, x, y, batch_size, extra=(starts,))
+    return AttackResult(x_adv, success_mask(model, x_adv, y, targeted), lp_norm(x_adv - x, ball.p), y)
 
 
 # ----- the single-pixel (l_1) attack --------------------------------------------------------------
@@ -248,8 +131,8 @@ def single_pixel(model, x, y=None, eps=1.0, bounds=(0.0, 1.0), targeted=False, b
     |g_i| * min(eps, room_i) and we pick the best of those.
     """
     ball = Ball(1, eps)
-    x = _check_inputs(model, x, bounds)
-    y = _labels(model, x, y)
+    x = check_attack_inputs(model, x, bounds)
+    y = labels_or_predictions(model, x, y)
     batch_size = batch_size_or_none(batch_size)
 
     def one(xc, yc):
@@ -268,8 +151,6 @@ def single_pixel(model, x, y=None, eps=1.0, bounds=(0.0, 1.0), targeted=False, b
         out[rows, idx] += xp.sign(flat_g[rows, idx]) * room[rows, idx]
         return (out.reshape(xc.shape),)
 
-    (x_adv,) = _batched(one, x, y, batch_size)
-    return AttackResult(x_adv, _success(model, x_adv, y, targeted), lp_norm(x_adv - x, 1), y)
+    (x_adv,) = batched(one, x, y, batch_size)
+    return AttackResult(x_adv, success_mask(model, x_adv, y, targeted), lp_norm(x_adv - x, 1), y)
 
-
-ATTACKS = {"fast": fast_method, "pgd": pgd, "single-pixel": single_pixel}

@@ -18,7 +18,8 @@ from ..atomic import write_atomic
 from ..backend import to_host
 from ..errors import DataError, InputError
 from ..npzfile import read_npz
-from .attacks import fast_method, fast_method_sweep, pgd, whole
+from .attack_base import whole
+from .attacks import fast_method, fast_method_sweep, pgd
 from .balls import parse_norm
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_xp
-from .attacks import AttackResult, _check_inputs, _labels, whole
+from .attack_base import AttackResult, batch_size_or_none, check_attack_inputs, labels_or_predictions, whole
 from .balls import Ball, lp_norm
 
 ETA = 1.05  # overshoot of the projection step (the paper's eta)
@@ -94,22 +94,41 @@ def _min_l1(w, need, room, toward, xp):
     return delta * toward
 
 
-def fab(model, x, y=None, norm="inf", target=None, steps=100, bounds=(0.0, 1.0), trace=False) -> AttackResult:
+def fab(model, x, y=None, norm="inf", eps=None, target=None, steps=100, rng=None, bounds=(0.0, 1.0),
+        batch_size=None, trace=False) -> AttackResult:
     """Targeted FAB: per example, the closest point it finds that the model does not classify as
     ``y`` (the model's predictions by default), searching along the boundary with ``target``
-    (labels (N,); by default the class ranked second). Examples it never breaks come back as x,
-    with success False. ``trace=True``: ``info["best_norm"]`` (steps, N), the best norm after each
-    iteration (inf before the first success)."""
-    ball = Ball(norm, 1.0)
-    x = _check_inputs(model, x, bounds)
-    steps = whole(steps, "steps")
+    (labels (N,); by default the class ranked second). With ``eps``, a point counts (``success``)
+    only if that closest point lies inside the eps ball, and examples it does not break inside it
+    come back as x; without, the closest point whatever its size. FAB is deterministic from the
+    image (``rng`` is accepted for the shared contract and unused). ``trace=True``:
+    ``info["best_norm"]`` (steps, N), the best norm after each iteration (inf before the first
+    success)."""
+    ball = Ball(norm, 1.0 if eps is None else eps)
+    x = check_attack_inputs(model, x, bounds)
+    steps, batch_size = whole(steps, "steps"), batch_size_or_none(batch_size)
     xp = get_xp(x)
-    y = _labels(model, x, y)
+    y = labels_or_predictions(model, x, y)
     if target is None:
-        logits = model.predict_logits(x)
-        target = xp.argsort(logits, axis=1)[:, -2]  # the runner-up
-        target = xp.where(target == y, xp.argsort(logits, axis=1)[:, -1], target)
+        ranked = xp.argsort(model.predict_logits(x), axis=1)
+        target = xp.where(ranked[:, -2] == y, ranked[:, -1], ranked[:, -2])  # the best class other than y
     target = model.on_device(xp.asarray(target), "targets")
+    size = x.shape[0] if batch_size is None else batch_size
+    parts = [_fab_run(model, x[i : i + size], y[i : i + size], target[i : i + size], ball.p, steps, bounds, trace)
+             for i in range(0, x.shape[0], size)]
+    x_adv, best_norm = xp.concatenate([p[0] for p in parts]), xp.concatenate([p[1] for p in parts])
+    success = xp.isfinite(best_norm)
+    if eps is not None:
+        success &= best_norm <= ball.eps
+        x_adv = xp.where(success.reshape((-1,) + (1,) * (x.ndim - 1)), x_adv, x)
+    info = {"best_norm": xp.concatenate([p[2] for p in parts], axis=1)} if trace else {}
+    return AttackResult(x_adv, success, lp_norm(x_adv - x, ball.p), target, info=info)
+
+
+def _fab_run(model, x, y, target, p, steps, bounds, trace):
+    """FAB on one batch: (the closest misclassified points (x where none), their norms (inf where
+    none), the trace (steps, N) or an empty (0, N) array)."""
+    xp = get_xp(x)
     flat = (x.shape[0], -1)
     lo = (bounds[0] - x).reshape(flat) if bounds is not None else xp.full(flat, -np.inf)
     hi = (bounds[1] - x).reshape(flat) if bounds is not None else xp.full(flat, np.inf)
@@ -120,26 +139,26 @@ def fab(model, x, y=None, norm="inf", target=None, steps=100, bounds=(0.0, 1.0),
     for _ in range(steps):
         h, w = _boundary(model, x_cur.reshape(x.shape).astype(x.dtype), y, target)
         # the same hyperplane {x': h + <w, x' - x_cur> = 0} seen from the current point and from the original
-        d_cur = min_norm_step(w, -h, lo - (x_cur - x_orig), hi - (x_cur - x_orig), ball.p)
-        d_orig = min_norm_step(w, -(h + (w * (x_orig - x_cur)).sum(axis=1)), lo, hi, ball.p)
-        n_cur, n_orig = lp_norm(d_cur, ball.p), lp_norm(d_orig, ball.p)
+        d_cur = min_norm_step(w, -h, lo - (x_cur - x_orig), hi - (x_cur - x_orig), p)
+        d_orig = min_norm_step(w, -(h + (w * (x_orig - x_cur)).sum(axis=1)), lo, hi, p)
+        n_cur, n_orig = lp_norm(d_cur, p), lp_norm(d_orig, p)
         total = n_cur + n_orig
         alpha = xp.minimum(xp.where(total > 0, n_cur / xp.where(total > 0, total, 1.0), 0.0), ALPHA_MAX)[:, None]
         x_new = (1 - alpha) * (x_cur + ETA * d_cur) + alpha * (x_orig + ETA * d_orig)
         if bounds is not None:
             x_new = xp.clip(x_new, x_orig + lo, x_orig + hi)
         fooled = model.predict(x_new.reshape(x.shape).astype(x.dtype)) != y
-        dist = lp_norm(x_new - x_orig, ball.p)
+        dist = lp_norm(x_new - x_orig, p)
         closer = fooled & (dist < best_norm)
         best_x = xp.where(closer[:, None], x_new, best_x)
         best_norm = xp.where(closer, dist, best_norm)
         x_cur = xp.where(fooled[:, None], x_orig + BETA * (x_new - x_orig), x_new)  # back towards the original
         if trace:
             history.append(best_norm.copy())
-    success = xp.isfinite(best_norm)
-    x_adv = best_x.reshape(x.shape).astype(x.dtype)
-    info = {"best_norm": xp.stack(history)} if trace else {}
-    return AttackResult(x_adv, success, lp_norm(x_adv - x, ball.p), target, info=info)
+    x_best = best_x.reshape(x.shape).astype(x.dtype)
+    # the norm of the point returned (float32), so that an eps test agrees with what the caller measures
+    best_norm = xp.where(xp.isfinite(best_norm), lp_norm(x_best - x, p), np.inf)
+    return x_best, best_norm, xp.stack(history) if trace else xp.zeros((0, x.shape[0]))
 
 
 def _boundary(model, x, y, target):

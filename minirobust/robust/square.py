@@ -23,7 +23,8 @@ import numpy as np
 
 from ..backend import get_xp
 from ..errors import InputError
-from .attacks import AttackResult, _check_inputs, _labels, batch_size_or_none, generator, whole
+from .attack_base import (AttackResult, batch_size_or_none, check_attack_inputs, generator, labels_or_predictions,
+                          whole)
 from .balls import Ball, lp_norm
 from .objectives import margin
 
@@ -85,12 +86,12 @@ def square(model, x, y=None, norm="inf", eps=0.03, n_queries=1000, rng=None, bou
         raise InputError(f"the Square attack is for l_inf and l_2, not l_{ball.name}")
     if schedule not in SCHEDULES:
         raise InputError(f"unknown Square schedule {schedule!r}: choose {' or '.join(SCHEDULES)}")
-    x = _check_inputs(model, x, bounds)
+    x = check_attack_inputs(model, x, bounds)
     if x.ndim != 4:
         raise InputError(f"the Square attack needs images (N, C, H, W), got shape {tuple(x.shape)}")
     n_queries, batch_size = whole(n_queries, "n_queries"), batch_size_or_none(batch_size)
     rng = generator(rng)
-    y = _labels(model, x, y)
+    y = labels_or_predictions(model, x, y)
     p_init = P_INIT[schedule][ball.name] if p_init is None else float(p_init)
     run = _square_linf if ball.name == "inf" else _square_l2
     size = x.shape[0] if batch_size is None else int(batch_size)

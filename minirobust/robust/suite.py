@@ -27,7 +27,7 @@ import numpy as np
 from ..backend import to_host
 from ..errors import InputError
 from .apgd import apgd
-from .attacks import _check_inputs
+from .attack_base import check_attack_inputs
 from .balls import Ball, lp_norm
 from .fab import fab
 from .square import square
@@ -78,13 +78,11 @@ def fab_t(model, x, y, norm, eps, rng=0, bounds=(0.0, 1.0), steps=100, n_targets
     """FAB-T: FAB's closest misclassified point towards each of the ``n_targets`` classes ranked
     highest after the true one; a point is broken when that point lies inside the eps ball.
     (FAB is deterministic from the image: ``rng`` is unused.)"""
-    y_host, p = to_host(y), Ball(norm, eps).p
+    y_host = to_host(y)
 
     def one(todo, target):
-        res = fab(model, x[todo], y_host[todo], norm=norm, target=target, steps=steps, bounds=bounds)
-        xa = to_host(res.x_adv)
-        inside = to_host(lp_norm(res.x_adv - x[todo], p)) <= eps
-        return xa, to_host(res.success) & inside & (to_host(model.predict(res.x_adv)) != y_host[todo])
+        res = fab(model, x[todo], y_host[todo], norm=norm, eps=eps, target=target, steps=steps, bounds=bounds)
+        return to_host(res.x_adv), to_host(res.success) & (to_host(model.predict(res.x_adv)) != y_host[todo])
 
     return _per_target(model, x, y, n_targets, one)
 
@@ -184,7 +182,7 @@ def run_suite(model, x, y, norm="inf", eps=0.03, version="standard", attacks=Non
     else:
         version = "custom"
     Ball(norm, eps)  # validates
-    _check_inputs(model, x, bounds)
+    check_attack_inputs(model, x, bounds)
     x, y = to_host(x), to_host(y)
     log = log or (lambda *_: None)
     clean_ok = _predict(model, x, batch_size) == y
