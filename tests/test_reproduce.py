@@ -75,3 +75,21 @@ def test_same_seed_same_numbers_and_resume(tmp_path):
     c, stdout = reproduce(tmp_path / "a", *small, "--resume")
     assert stdout.count("finished earlier") == 4
     assert _numbers(c) == _numbers(a)
+
+
+def test_table_columns_are_typed_records_the_writer_and_the_table_share():
+    # issue 27 item 4: no key parsed back by slicing; the committed tables come out the same
+    import json
+
+    from minirobust.experiments.mnist import AttackColumn, attack_columns, render_table
+
+    from .conftest import REPO
+
+    col = AttackColumn("suite", "2", 0.62)
+    assert (col.key, col.beside_key, col.broken_by_key) == ("suite_l2_0.62", "pgd_l2_0.62_suite_subset",
+                                                            "suite_l2_0.62_broken_by")
+    for folder in ("mnist", "cifar10"):
+        results = json.loads((REPO / "results" / folder / "results.json").read_text())
+        assert render_table(results) == (REPO / "results" / folder / "table.md").read_text()
+        for c in attack_columns(results["settings"]):
+            assert c.key in results["table"]["baseline"] and c.beside_key in results["table"]["baseline"]

@@ -80,6 +80,52 @@ class Settings:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AttackColumn:
+    """One attacked-accuracy column of Table 1, and the one place its result keys are spelt: the
+    writer (``pgd_columns``, ``suite_columns``) and the reader (``render_table``) both use it.
+
+    kind "pgd": PGD-k at l_norm eps, beside the fast method on the same images;
+    kind "suite": the attack suite at l_norm eps, beside PGD-k on the same images."""
+
+    kind: str  # "pgd" | "suite"
+    norm: str  # "inf" | "2"
+    eps: float
+
+    @property
+    def tag(self) -> str:
+        return f"l{self.norm}_{self.eps:g}"
+
+    @property
+    def key(self) -> str:  # the column's own accuracy
+        return f"{self.kind}_{self.tag}"
+
+    @property
+    def beside_key(self) -> str:  # the accuracy it is compared with, on the same images
+        return f"fast_{self.tag}_pgd_subset" if self.kind == "pgd" else f"pgd_{self.tag}_suite_subset"
+
+    @property
+    def broken_by_key(self) -> str:  # the suite's per-attack counts
+        return f"suite_{self.tag}_broken_by"
+
+    def header(self, settings) -> str:
+        n = min(settings["n_pgd"] if self.kind == "pgd" else settings.get("n_suite", 0), settings["n_test"])
+        names = "fast / PGD" if self.kind == "pgd" else "PGD"
+        last = "" if self.kind == "pgd" else " / suite"
+        return f"{names}-{settings['pgd_steps']}{last} l_{self.norm} eps {self.eps:g} ({n} imgs)"
+
+
+def attack_columns(settings) -> list:
+    """Table 1's attack columns, from the run's settings: PGD at the l_inf training radius and
+    twice it; with a suite (n_suite > 0), the suite at the l_inf and l_2 radii and twice each."""
+    eps = settings["eps_pixel"]
+    columns = [AttackColumn("pgd", "inf", e) for e in (eps["linf"], 2 * eps["linf"])] if settings["n_pgd"] else []
+    if settings.get("n_suite"):
+        columns += [AttackColumn("suite", norm, e) for norm, net in (("inf", "linf"), ("2", "l2"))
+                    for e in (eps[net], 2 * eps[net])]
+    return columns
+
+
 QUICK = dict(epochs=1, n_train=10000, n_test=2000, n_pgd=200, pgd_steps=10, n_suite=20, suite_steps=10,
              suite_queries=50)
 
@@ -211,12 +257,11 @@ class MnistReproduction:
         for name, model in self._stage(self.models.items(), f"PGD-{self.s.pgd_steps}"):
             self.log(f"[pgd] l_inf {self.s.pgd_steps} steps: {name}")
             out[name] = {}
-            for e in (eps, 2 * eps):
-                out[name][f"pgd_linf_{e:g}"] = robust_accuracy(model, xs, ys, "inf", e, method="pgd",
-                                                               steps=self.s.pgd_steps, random_start=True,
-                                                               rng=self.s.seed)
+            for col in (AttackColumn("pgd", "inf", e) for e in (eps, 2 * eps)):
+                out[name][col.key] = robust_accuracy(model, xs, ys, "inf", col.eps, method="pgd",
+                                                     steps=self.s.pgd_steps, random_start=True, rng=self.s.seed)
                 # the fast method on the same subset, so the two columns compare like with like
-                out[name][f"fast_linf_{e:g}_pgd_subset"] = robust_accuracy(model, xs, ys, "inf", e)
+                out[name][col.beside_key] = robust_accuracy(model, xs, ys, "inf", col.eps)
         return out
 
     def suite_columns(self):
@@ -231,16 +276,15 @@ class MnistReproduction:
         out = {}
         for name, model in self._stage(self.models.items(), "suite"):
             out[name] = {}
-            for norm, net in (("inf", "linf"), ("2", "l2")):
-                for e in (self.eps_pixel(net), 2 * self.eps_pixel(net)):
-                    self.log(f"[suite] {name}: l_{norm} eps {e:g} on {n} images")
-                    r = run_suite(model, xs, ys, norm, e, attacks=attacks, rng=self.s.seed, log=None)
-                    pgd_r = robust_accuracy(model, xs, ys, norm, e, method="pgd", steps=self.s.pgd_steps,
-                                            random_start=True, rng=self.s.seed)
-                    key = f"l{norm}_{e:g}"
-                    out[name][f"suite_{key}"] = _pct(r.robust_acc)
-                    out[name][f"pgd_{key}_suite_subset"] = _pct(pgd_r["robust_acc"])
-                    out[name][f"suite_{key}_broken_by"] = r.to_json()["broken_by"]
+            for col in (AttackColumn("suite", norm, e) for norm, net in (("inf", "linf"), ("2", "l2"))
+                        for e in (self.eps_pixel(net), 2 * self.eps_pixel(net))):
+                self.log(f"[suite] {name}: l_{col.norm} eps {col.eps:g} on {n} images")
+                r = run_suite(model, xs, ys, col.norm, col.eps, attacks=attacks, rng=self.s.seed, log=None)
+                pgd_r = robust_accuracy(model, xs, ys, col.norm, col.eps, method="pgd", steps=self.s.pgd_steps,
+                                        random_start=True, rng=self.s.seed)
+                out[name][col.key] = _pct(r.robust_acc)
+                out[name][col.beside_key] = _pct(pgd_r["robust_acc"])
+                out[name][col.broken_by_key] = r.to_json()["broken_by"]
         return out
 
     def run(self) -> dict:
@@ -352,31 +396,26 @@ def render_table(r) -> str:
     key = r.get("set_name", "amnist")  # "acifar" for CIFAR-10
     label = key.upper()
     parts = sorted(r[key]["parts"])
-    pgd_keys = sorted(k for k in t["baseline"] if k.startswith("pgd_linf_") and not k.endswith("_suite_subset"))
-    fast_keys = [f"fast_linf_{k[9:]}_pgd_subset" for k in pgd_keys]
-    suite_keys = [k[len("suite_"):] for k in t["baseline"] if k.startswith("suite_") and not k.endswith("_broken_by")]
-    n_pgd = min(r["settings"]["n_pgd"], r["settings"]["n_test"])
+    columns = attack_columns(r["settings"])
+    pgd_cols, suite_cols = [c for c in columns if c.kind == "pgd"], [c for c in columns if c.kind == "suite"]
     head = (["net", r.get("paper_clean_label", "clean (paper)"), "clean (ours)", label] + [f"{label} l{p}" for p in parts]
-            + ["fast l_inf @train eps"]
-            + [f"fast / PGD-{r['settings']['pgd_steps']} l_inf eps {k[9:]} ({n_pgd} imgs)" for k in pgd_keys]
-            + ["fast l_inf eps 1 (guard)"]
-            + [f"PGD-{r['settings']['pgd_steps']} / suite l_{k[1:].split('_')[0]} eps {k.split('_')[1]} "
-               f"({min(r['settings'].get('n_suite', 0), r['settings']['n_test'])} imgs)" for k in suite_keys])
+            + ["fast l_inf @train eps"] + [c.header(r["settings"]) for c in pgd_cols]
+            + ["fast l_inf eps 1 (guard)"] + [c.header(r["settings"]) for c in suite_cols])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in names:
         row = t[n]
         cells = [n, _fmt(r["paper_clean_acc"].get(n)), f"{row['clean_acc']:.2f}", _fmt(row[key].get("overall"))]
         cells += [_fmt(row[key].get(f"l{p}")) for p in parts]
         cells += [_fmt(row["fast_linf_train_eps"])]
-        cells += [f"{_fmt(row[f])} / {_fmt(row[k])}" for f, k in zip(fast_keys, pgd_keys)]
+        cells += [f"{_fmt(row[c.beside_key])} / {_fmt(row[c.key])}" for c in pgd_cols]
         cells += [_fmt(row["masking_guard_fast_linf_eps1"])]
-        cells += [f"{_fmt(row.get(f'pgd_{k}_suite_subset'))} / {_fmt(row.get(f'suite_{k}'))}" for k in suite_keys]
+        cells += [f"{_fmt(row.get(c.beside_key))} / {_fmt(row.get(c.key))}" for c in suite_cols]
         lines.append("| " + " | ".join(cells) + " |")
     a = r[key]
     lines += ["", f"{label}: {a['size']} examples from {a['n_clean_correct']} correctly classified test images "
                   f"(parts: " + ", ".join(f"l{k}: {v}" for k, v in sorted(a["parts"].items())) + "); "
                   f"baseline accuracy on it {a['baseline_acc']}%.",
-              *([_suite_drops(t, suite_keys, r["settings"])] if suite_keys else []),
+              *([_suite_drops(t, suite_cols, r["settings"])] if suite_cols else []),
               "Training eps (pixel scale): " + ", ".join(f"{k} {v:g}" for k, v in r["settings"]["eps_pixel"].items()
                                                             if k != "baseline") + ".",
               "Seconds per epoch (median): " + ", ".join(f"{k} {v:.1f}" for k, v in r["seconds_per_epoch"].items()
@@ -386,14 +425,14 @@ def render_table(r) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _suite_drops(t, keys, settings) -> str:
+def _suite_drops(t, columns, settings) -> str:
     """One sentence: how far each robust net's accuracy falls from PGD to the suite."""
     parts = []
     for name, row in t.items():
         if name == "baseline":
             continue
-        drops = [f"l_{k[1:].split('_')[0]} eps {k.split('_')[1]}: {row[f'pgd_{k}_suite_subset'] - row[f'suite_{k}']:+.1f}"
-                 for k in keys if row.get(f"suite_{k}") is not None]
+        drops = [f"l_{c.norm} eps {c.eps:g}: {row[c.beside_key] - row[c.key]:+.1f}"
+                 for c in columns if row.get(c.key) is not None]
         parts.append(f"{name} ({', '.join(drops)})")
     return (f"From PGD-{settings['pgd_steps']} to the suite (APGD-CE, APGD-T, Square; {settings['suite_steps']} "
             f"steps, {settings['suite_queries']} queries), robust accuracy falls by (points): " + "; ".join(parts)
