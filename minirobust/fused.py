@@ -25,7 +25,10 @@ Two ways to the input gradient, equal in value; the kernel tier picks (``kernels
     this is less work on that tier). The first layer's input gradient is work only the ascent
     step of robust training does, so this choice weighs on the robust/plain step ratio.
 
-The stage owns no parameters: it uses the Conv2D's, and writes the Conv2D's ``grads``, so
+The stage owns what only it needs (its columns, its scratch memory, the pool winners) and uses
+the convolution's products from layers.py (``conv_rows``, ``conv_weight_gradient``,
+``conv_input_gradient``), the same functions Conv2D's own forward and backward call. It owns no
+parameters: it uses the Conv2D's, and writes the Conv2D's ``grads``, so
 optimisers, checkpoints and ``Sequential.gradients()`` see no difference. Whether a model runs
 these stages is its own visible choice (``Sequential(..., fuse=...)``, shown in its ``repr``);
 ``model.fuse = False`` runs every layer on its own, on the same kernel tier, which is the path
@@ -36,7 +39,8 @@ from __future__ import annotations
 
 from .backend import get_xp
 from .kernels import get_op, offers_fused, tuning
-from .layers import Conv2D, MaxPool2D, ReLU
+from .layers import Conv2D, MaxPool2D, ReLU, Scratch, conv_input_gradient, conv_rows, conv_weight_gradient
+
 
 def can_fuse(layers) -> bool:
     """True for Conv2D, ReLU, MaxPool2D in this order with an unpadded pool."""
@@ -72,18 +76,20 @@ class ConvReluPool:
         self.conv, self.relu, self.pool = conv, relu, pool
         self.params = conv.params  # so that Sequential finds the first stage with parameters
         self.name = f"{conv.name}+{relu.name}+{pool.name}"
-        self._pos = self._conv_hw = self._x_shape = None
+        self._pos = self._conv_hw = self._x_shape = self._cols = None
+        self.scratch = Scratch()
 
     def forward(self, x, train=False):
-        rows = self.conv.forward_rows(x)  # checks x, keeps im2col's columns for backward
+        OH, OW = self.conv.check_input(x)
+        rows, self._cols = conv_rows(self.conv, x, self.scratch)  # the columns are kept for dW
         (KH, KW), (SH, SW) = self.pool.kernel_size, self.pool.stride
-        OH, OW = self.conv.output_shape(x.shape[1:])[1:]
         y, self._pos = get_op("rows_relu_maxpool", rows)(rows, self.conv.params.get("b"),
                                                           x.shape[0], OH, OW, KH, KW, SH, SW)
         self._conv_hw, self._x_shape = (OH, OW), x.shape
-        # the ReLU and the pool did not run on their own: clear what an earlier layer-by-layer
-        # forward left there, so nobody steps through stale masks
-        self.relu._mask = self.pool._argmax = self.pool._x_shape = None
+        # the three layers did not run on their own: what an earlier layer-by-layer forward left
+        # in them is stale, and a backward stepped through them must say so
+        for layer in (self.conv, self.relu, self.pool):
+            layer.forget()
         return y
 
     def backward(self, dy, param_grads=True, input_grad=True):
@@ -92,7 +98,9 @@ class ConvReluPool:
         drows = None
         if param_grads:
             drows, db = self._rows_gradient(dy, self._pos)
-            self.conv.backward_rows(drows, db, param_grads=True, input_grad=False)
+            self.conv.grads["W"] = conv_weight_gradient(self.conv, self._cols, drows)
+            if self.conv.bias:
+                self.conv.grads["b"] = db
         if not input_grad:
             return None
         if self._input_grad_from_winners(dy):
@@ -128,7 +136,7 @@ class ConvReluPool:
                 drows_chunk = drows[:, start * S : stop * S]
             else:  # the ascent: no parameter gradients, so build only this chunk's rows
                 drows_chunk, _ = self._rows_gradient(dy[start:stop], self._pos[start:stop])
-            dx_chunk = self.conv.input_gradient_from_rows(drows_chunk, (stop - start,) + self._x_shape[1:])
+            dx_chunk = conv_input_gradient(self.conv, drows_chunk, (stop - start,) + self._x_shape[1:], self.scratch)
             if len(chunks) == 1:  # no copy
                 return dx_chunk
             if dx is None:

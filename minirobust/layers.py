@@ -44,6 +44,15 @@ class Layer:
     def backward(self, dy, param_grads: bool = True):
         raise NotImplementedError
 
+    kept: tuple = ()  # the attributes forward keeps for backward
+
+    def forget(self):
+        """Drop what the last forward kept for backward (and any scratch memory): a backward
+        before the next forward then says so, instead of using stale values. A model calls it on
+        layers it ran another way (a fused stage) or moved to another device."""
+        for name in self.kept:
+            setattr(self, name, None)
+
     def config(self) -> dict:
         """JSON-friendly constructor arguments (no arrays): rebuilds the layer's shape."""
         return {}
@@ -71,6 +80,50 @@ def _require_forward(layer, attr):
         raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
 
 
+class Scratch:
+    """Scratch arrays kept between calls and never handed to a caller: a fresh array every step
+    costs page faults. One flat array per name serves every smaller shape too (a fused stage's
+    last chunk of images may be smaller than the others), so the memory stays put."""
+
+    def __init__(self):
+        self._arrays = {}
+
+    def get(self, name, shape, like):
+        size = int(np.prod(shape))
+        buf = self._arrays.get(name)
+        if buf is None or buf.size < size or buf.dtype != like.dtype or get_xp(buf) is not get_xp(like):
+            buf = get_xp(like).empty(size, dtype=like.dtype)
+            self._arrays[name] = buf
+        return buf[:size].reshape(shape)
+
+
+# ----- the convolution as matrix products: Conv2D and the fused stage (fused.py) both use these ----
+
+def conv_rows(conv, x, scratch):
+    """x (N, C, H, W) -> (rows (F, N*OH*OW) = W.reshape(F, K) @ cols, cols (K, N*OH*OW)), no bias."""
+    (KH, KW), (SH, SW), (PH, PW) = conv.kernel_size, conv.stride, conv.padding
+    (N, C), (OH, OW) = x.shape[:2], conv.output_shape(x.shape[1:])[1:]
+    cols = get_op("im2col", x)(x, KH, KW, SH, SW, PH, PW, out=scratch.get("cols", (C * KH * KW, N * OH * OW), x))
+    return conv.params["W"].reshape(conv.out_channels, -1) @ cols, cols
+
+
+def conv_weight_gradient(conv, cols, dy_rows):
+    """dW from the gradient of the rows: dy_rows @ cols.T, computed as (cols @ dy_rows.T).T (the
+    same numbers; OpenBLAS runs this orientation 20-30% faster on the benchmark nets' shapes)."""
+    return (cols @ dy_rows.T).T.reshape(conv.params["W"].shape)
+
+
+def conv_input_gradient(conv, dy_rows, x_shape, scratch):
+    """dL/dx for inputs of ``x_shape`` from the gradient of their product rows (F, P):
+    col2im(W.T @ dy_rows). ``x_shape`` may cover only some images of a batch (the fused stage
+    goes a chunk at a time); the rows are then those images' columns."""
+    (KH, KW), (SH, SW), (PH, PW) = conv.kernel_size, conv.stride, conv.padding
+    K = conv.in_channels * KH * KW
+    dcols = scratch.get("dcols", (K, dy_rows.shape[1]), dy_rows)
+    get_xp(dy_rows).matmul(conv.params["W"].reshape(conv.out_channels, K).T, dy_rows, out=dcols)  # (K, P)
+    return get_op("col2im", dcols)(dcols, tuple(x_shape), KH, KW, SH, SW, PH, PW)
+
+
 class Conv2D(Layer):
     """2-D convolution (cross-correlation, as in every DL library) with zero padding.
 
@@ -79,6 +132,7 @@ class Conv2D(Layer):
     """
 
     kind = "conv2d"
+    kept = ("_x_shape", "_cols")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  bias=True, init="glorot", seed=None, dtype=np.float32):
@@ -105,20 +159,11 @@ class Conv2D(Layer):
         if self.bias:
             self.params["b"] = to_device(np.zeros(out_channels, dtype=dtype))
         self._x_shape = self._cols = None
-        self._buffers = {}
+        self.scratch = Scratch()
 
-    def _buffer(self, name, shape, like):
-        """A scratch array of ``shape`` kept between calls (never handed to the caller).
-
-        One flat buffer per name serves every smaller shape too (the fused stage's last chunk of
-        images may be smaller than the others), so the memory stays put from step to step.
-        """
-        size = int(np.prod(shape))
-        buf = self._buffers.get(name)
-        if buf is None or buf.size < size or buf.dtype != like.dtype or get_xp(buf) is not get_xp(like):
-            buf = get_xp(like).empty(size, dtype=like.dtype)
-            self._buffers[name] = buf
-        return buf[:size].reshape(shape)
+    def forget(self):
+        super().forget()
+        self.scratch = Scratch()  # a new one: a copy of this layer may share the old
 
     def config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
@@ -130,12 +175,6 @@ class Conv2D(Layer):
         (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
         return (self.out_channels, output_size(H, KH, SH, PH), output_size(W, KW, SW, PW))
 
-    def forward(self, x, train=False):
-        rows = self.forward_rows(x)
-        N, (OH, OW) = x.shape[0], self.output_shape(x.shape[1:])[1:]
-        # (F, N*OH*OW) + b -> contiguous (N, F, OH, OW), so the next layers read it in order
-        return get_op("rows_to_nchw", rows)(rows, self.params.get("b"), N, OH, OW)
-
     def check_input(self, x):
         """Raise a clear error for a bad input; return the output size (OH, OW)."""
         checks.check_float(x, "Conv2D input")
@@ -146,46 +185,23 @@ class Conv2D(Layer):
             raise InputError(f"Conv2D input {tuple(x.shape)} is smaller than the kernel {self.kernel_size}")
         return OH, OW
 
-    def forward_rows(self, x):
-        """The convolution as one product, without bias: x (N, C, H, W) -> rows (F, N*OH*OW)."""
+    def forward(self, x, train=False):
         OH, OW = self.check_input(x)
-        (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
-        N, C = x.shape[:2]
-        # (K, P); the buffer is reused across calls: a fresh one costs page faults every step
-        cols = get_op("im2col", x)(x, KH, KW, SH, SW, PH, PW, out=self._buffer("cols", (C * KH * KW, N * OH * OW), x))
-        self._x_shape, self._cols = x.shape, cols
-        return self.params["W"].reshape(self.out_channels, -1) @ cols  # (F, K) @ (K, P)
+        rows, self._cols = conv_rows(self, x, self.scratch)  # the columns are kept for backward
+        self._x_shape = x.shape
+        # (F, N*OH*OW) + b -> contiguous (N, F, OH, OW), so the next layers read it in order
+        return get_op("rows_to_nchw", rows)(rows, self.params.get("b"), x.shape[0], OH, OW)
 
     def backward(self, dy, param_grads=True, input_grad=True):
         _require_forward(self, "_cols")
         dy_rows = get_op("nchw_to_rows", dy)(dy)  # (F, P), a new array: dy is untouched
-        db = dy_rows.sum(axis=1) if param_grads and self.bias else None
-        return self.backward_rows(dy_rows, db, param_grads, input_grad)
-
-    def backward_rows(self, dy_rows, db, param_grads=True, input_grad=True):
-        """Backward from the gradient of the product rows (F, P); ``db`` is the bias gradient."""
-        _require_forward(self, "_cols")
         if param_grads:
-            # dW = dy_rows @ cols.T, computed as (cols @ dy_rows.T).T: the same numbers, but
-            # OpenBLAS runs this orientation 20-30% faster on the benchmark nets' shapes
-            self.grads["W"] = (self._cols @ dy_rows.T).T.reshape(self.params["W"].shape)
+            self.grads["W"] = conv_weight_gradient(self, self._cols, dy_rows)
             if self.bias:
-                self.grads["b"] = db
+                self.grads["b"] = dy_rows.sum(axis=1)
         if not input_grad:
             return None
-        return self.input_gradient_from_rows(dy_rows, self._x_shape)
-
-    def input_gradient_from_rows(self, dy_rows, x_shape):
-        """dL/dx for inputs of ``x_shape`` from the gradient of their product rows (F, P).
-
-        ``x_shape`` may cover only some of the last forward's images (the fused stage goes a
-        chunk of images at a time); the rows are then those images' columns.
-        """
-        (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
-        K = self.in_channels * KH * KW
-        dcols = self._buffer("dcols", (K, dy_rows.shape[1]), dy_rows)
-        get_xp(dy_rows).matmul(self.params["W"].reshape(self.out_channels, K).T, dy_rows, out=dcols)  # (K, P)
-        return get_op("col2im", dcols)(dcols, tuple(x_shape), KH, KW, SH, SW, PH, PW)
+        return conv_input_gradient(self, dy_rows, self._x_shape, self.scratch)
 
 
 class MaxPool2D(Layer):
@@ -196,6 +212,7 @@ class MaxPool2D(Layer):
     """
 
     kind = "maxpool2d"
+    kept = ("_x_shape", "_argmax")
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
@@ -238,6 +255,7 @@ class ReLU(Layer):
     """y = max(x, 0); the derivative at exactly 0 is taken as 0. Any shape."""
 
     kind = "relu"
+    kept = ("_mask",)
 
     def __init__(self):
         super().__init__()
@@ -258,6 +276,7 @@ class Dense(Layer):
     """Fully connected: y = x @ W + b.  x: (N, in), W: (in, out), b: (out,) -> y: (N, out)."""
 
     kind = "dense"
+    kept = ("_x",)
 
     def __init__(self, in_features, out_features, bias=True, init="glorot", seed=None, dtype=np.float32):
         super().__init__()
@@ -305,6 +324,7 @@ class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1*d2*...); backward reshapes back."""
 
     kind = "flatten"
+    kept = ("_x_shape",)
 
     def __init__(self):
         super().__init__()
@@ -328,6 +348,7 @@ class Dropout(Layer):
     by 1/(1-p), so evaluation is the identity. Masks come from a seeded generator."""
 
     kind = "dropout"
+    kept = ("_mask",)
 
     def __init__(self, p=0.5, seed=None):
         super().__init__()

@@ -122,8 +122,7 @@ class Sequential:
             layer.params.update({k: move(v) for k, v in layer.params.items()})
             layer.running.update({k: move(v) for k, v in layer.running.items()})
             layer.grads = {}
-            if hasattr(layer, "_buffers"):
-                layer._buffers = {}
+            layer.forget()  # what forward kept, and scratch memory, belong to the old device
         self._stage_cache = (None,)
         return self
 

@@ -194,3 +194,12 @@ def test_layer_construction_errors():
         Normalize(0.0, 0.0)
     with pytest.raises(InputError, match="features"):
         Dense(4, 2, seed=0).forward(np.zeros((3, 5), dtype=np.float32))
+
+
+def test_conv2d_is_its_forward_and_backward_pair():
+    # issue 27 item 2: the fused stage's needs live in fused.py and in the shared product functions,
+    # not as stage-only methods of the layer
+    from minirobust.layers import Conv2D
+
+    public = {name for name, value in vars(Conv2D).items() if callable(value) and not name.startswith("_")}
+    assert public == {"forward", "backward", "forget", "config", "output_shape", "check_input"}, public

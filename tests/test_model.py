@@ -127,7 +127,9 @@ def test_one_call_steps_layer_by_layer_on_the_fast_tier(backend_name):
             assert all(layer._x_shape is not None for layer in (model.layers[1], model.layers[4], pool))
         assert "ConvReluPool" not in stages and model.fuse == "auto"  # restored afterwards
         model.forward(x)  # fused again: the stale per-layer state is cleared, not left behind
-        assert model.layers[2]._mask is None and model.layers[3]._argmax is None
+        assert model.layers[2]._mask is None and model.layers[3]._argmax is None and model.layers[1]._cols is None
+        with pytest.raises(RuntimeError, match="ReLU.backward called before forward"):
+            model.layers[2].backward(x)  # stepping through a layer the fused stage replaced says so
 
 
 def test_fuse_rejects_unknown_choices():

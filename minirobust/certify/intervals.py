@@ -34,10 +34,7 @@ def _twin(layer, weight):
     """A copy of a Conv2D / Dense layer with weight ``weight`` and no bias, with its own caches."""
     t = copy.copy(layer)
     t.params, t.grads, t.bias = {"W": weight}, {}, False
-    if isinstance(layer, Conv2D):
-        t._buffers, t._cols, t._x_shape = {}, None, None
-    else:
-        t._x = None
+    t.forget()  # its own caches and scratch memory, not the original's
     return t
 
 
