@@ -1,11 +1,5 @@
-"""Exercise algorithm1_step: write the function below, then check it.
-
-In a notebook:   from minirobust.exercises import check, load_exercise
-                 check("algorithm1_step", load_exercise("algorithm1_step"))
-In a terminal:   minirobust exercises check algorithm1_step
-The checker compares what you return with the truth and names the tensor, the index and the
-error band when something is off. A reference solution is in ../solutions/algorithm1_step.py: try first.
-"""
+"""Exercise algorithm1_step: write the function below, then `minirobust exercises check algorithm1_step`
+(lessons/README.md says more). A solution is in ../solutions/algorithm1_step.py: try first."""
 
 import numpy as np
 

@@ -1,11 +1,5 @@
-"""Exercise dense_backward: write the function below, then check it.
-
-In a notebook:   from minirobust.exercises import check, load_exercise
-                 check("dense_backward", load_exercise("dense_backward"))
-In a terminal:   minirobust exercises check dense_backward
-The checker compares what you return with the truth and names the tensor, the index and the
-error band when something is off. A reference solution is in ../solutions/dense_backward.py: try first.
-"""
+"""Exercise dense_backward: write the function below, then `minirobust exercises check dense_backward`
+(lessons/README.md says more). A solution is in ../solutions/dense_backward.py: try first."""
 
 import numpy as np
 

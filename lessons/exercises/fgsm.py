@@ -1,11 +1,5 @@
-"""Exercise fgsm: write the function below, then check it.
-
-In a notebook:   from minirobust.exercises import check, load_exercise
-                 check("fgsm", load_exercise("fgsm"))
-In a terminal:   minirobust exercises check fgsm
-The checker compares what you return with the truth and names the tensor, the index and the
-error band when something is off. A reference solution is in ../solutions/fgsm.py: try first.
-"""
+"""Exercise fgsm: write the function below, then `minirobust exercises check fgsm`
+(lessons/README.md says more). A solution is in ../solutions/fgsm.py: try first."""
 
 import numpy as np
 

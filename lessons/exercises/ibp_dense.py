@@ -1,11 +1,5 @@
-"""Exercise ibp_dense: write the function below, then check it.
-
-In a notebook:   from minirobust.exercises import check, load_exercise
-                 check("ibp_dense", load_exercise("ibp_dense"))
-In a terminal:   minirobust exercises check ibp_dense
-The checker compares what you return with the truth and names the tensor, the index and the
-error band when something is off. A reference solution is in ../solutions/ibp_dense.py: try first.
-"""
+"""Exercise ibp_dense: write the function below, then `minirobust exercises check ibp_dense`
+(lessons/README.md says more). A solution is in ../solutions/ibp_dense.py: try first."""
 
 import numpy as np
 

@@ -1,11 +1,5 @@
-"""Exercise l1_ascent: write the function below, then check it.
-
-In a notebook:   from minirobust.exercises import check, load_exercise
-                 check("l1_ascent", load_exercise("l1_ascent"))
-In a terminal:   minirobust exercises check l1_ascent
-The checker compares what you return with the truth and names the tensor, the index and the
-error band when something is off. A reference solution is in ../solutions/l1_ascent.py: try first.
-"""
+"""Exercise l1_ascent: write the function below, then `minirobust exercises check l1_ascent`
+(lessons/README.md says more). A solution is in ../solutions/l1_ascent.py: try first."""
 
 import numpy as np
 

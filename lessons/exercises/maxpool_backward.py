@@ -1,11 +1,5 @@
-"""Exercise maxpool_backward: write the function below, then check it.
-
-In a notebook:   from minirobust.exercises import check, load_exercise
-                 check("maxpool_backward", load_exercise("maxpool_backward"))
-In a terminal:   minirobust exercises check maxpool_backward
-The checker compares what you return with the truth and names the tensor, the index and the
-error band when something is off. A reference solution is in ../solutions/maxpool_backward.py: try first.
-"""
+"""Exercise maxpool_backward: write the function below, then `minirobust exercises check maxpool_backward`
+(lessons/README.md says more). A solution is in ../solutions/maxpool_backward.py: try first."""
 
 import numpy as np
 

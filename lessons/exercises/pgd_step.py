@@ -1,11 +1,5 @@
-"""Exercise pgd_step: write the function below, then check it.
-
-In a notebook:   from minirobust.exercises import check, load_exercise
-                 check("pgd_step", load_exercise("pgd_step"))
-In a terminal:   minirobust exercises check pgd_step
-The checker compares what you return with the truth and names the tensor, the index and the
-error band when something is off. A reference solution is in ../solutions/pgd_step.py: try first.
-"""
+"""Exercise pgd_step: write the function below, then `minirobust exercises check pgd_step`
+(lessons/README.md says more). A solution is in ../solutions/pgd_step.py: try first."""
 
 import numpy as np
 

@@ -1,11 +1,5 @@
-"""Exercise project_l2: write the function below, then check it.
-
-In a notebook:   from minirobust.exercises import check, load_exercise
-                 check("project_l2", load_exercise("project_l2"))
-In a terminal:   minirobust exercises check project_l2
-The checker compares what you return with the truth and names the tensor, the index and the
-error band when something is off. A reference solution is in ../solutions/project_l2.py: try first.
-"""
+"""Exercise project_l2: write the function below, then `minirobust exercises check project_l2`
+(lessons/README.md says more). A solution is in ../solutions/project_l2.py: try first."""
 
 import numpy as np
 

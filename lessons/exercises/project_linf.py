@@ -1,11 +1,5 @@
-"""Exercise project_linf: write the function below, then check it.
-
-In a notebook:   from minirobust.exercises import check, load_exercise
-                 check("project_linf", load_exercise("project_linf"))
-In a terminal:   minirobust exercises check project_linf
-The checker compares what you return with the truth and names the tensor, the index and the
-error band when something is off. A reference solution is in ../solutions/project_linf.py: try first.
-"""
+"""Exercise project_linf: write the function below, then `minirobust exercises check project_linf`
+(lessons/README.md says more). A solution is in ../solutions/project_linf.py: try first."""
 
 import numpy as np
 

@@ -1,11 +1,5 @@
-"""Exercise relu_backward: write the function below, then check it.
-
-In a notebook:   from minirobust.exercises import check, load_exercise
-                 check("relu_backward", load_exercise("relu_backward"))
-In a terminal:   minirobust exercises check relu_backward
-The checker compares what you return with the truth and names the tensor, the index and the
-error band when something is off. A reference solution is in ../solutions/relu_backward.py: try first.
-"""
+"""Exercise relu_backward: write the function below, then `minirobust exercises check relu_backward`
+(lessons/README.md says more). A solution is in ../solutions/relu_backward.py: try first."""
 
 import numpy as np
 

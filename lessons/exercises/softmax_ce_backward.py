@@ -1,11 +1,5 @@
-"""Exercise softmax_ce_backward: write the function below, then check it.
-
-In a notebook:   from minirobust.exercises import check, load_exercise
-                 check("softmax_ce_backward", load_exercise("softmax_ce_backward"))
-In a terminal:   minirobust exercises check softmax_ce_backward
-The checker compares what you return with the truth and names the tensor, the index and the
-error band when something is off. A reference solution is in ../solutions/softmax_ce_backward.py: try first.
-"""
+"""Exercise softmax_ce_backward: write the function below, then `minirobust exercises check softmax_ce_backward`
+(lessons/README.md says more). A solution is in ../solutions/softmax_ce_backward.py: try first."""
 
 import numpy as np
 

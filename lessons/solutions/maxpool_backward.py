@@ -4,11 +4,7 @@ import numpy as np
 
 
 def maxpool_backward(x, dy, kernel, stride):
-    """Backward pass of max-pooling with square windows (no padding); windows may overlap.
-
-    x: (N, C, H, W) the forward's input, dy: (N, C, OH, OW) = dL/dy, kernel, stride: ints.
-    Returns dx: (N, C, H, W). Each window sends its gradient to the position of its maximum.
-    """
+    """The task: ../exercises/maxpool_backward.py."""
     N, C, OH, OW = dy.shape
     dx = np.zeros_like(x)
     for oh in range(OH):
