@@ -19,6 +19,7 @@ The subcommands that train or evaluate take ``--backend cpu|gpu``. Bad flag valu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -189,6 +190,48 @@ def _write_report(path, text, what="report"):
         raise MinirobustError(f"{path}: cannot write the {what} ({exc.strerror or exc})") from None
 
 
+def add_config_flags(p, config_class):
+    """Every field of ``config_class`` declared with ``options.option`` becomes a flag (dest = the
+    field's name): the one declaration of each training setting is its TrainConfig field."""
+    kinds = {"positive_int": _positive_int, "nonneg_int": _nonneg_int, "finite_float": _finite_float,
+             "nonneg_float": _nonneg_float, "positive_float": _positive_float, "norm": _norm}
+    for f in dataclasses.fields(config_class):
+        meta = f.metadata
+        if "flag" not in meta:
+            continue
+        kind, extra = meta["kind"], {"help": meta["help"], "dest": f.name}
+        if kind == "switch":
+            p.add_argument(meta["flag"], action="store_true", **extra)
+        elif kind == "negated":
+            p.add_argument(meta["flag"], action="store_false", **extra)
+        elif kind == "choice":
+            p.add_argument(meta["flag"], choices=meta["choices"], default=f.default, **extra)
+        else:
+            p.add_argument(meta["flag"], type=kinds[kind], default=f.default, metavar=meta["metavar"], **extra)
+
+
+def config_from_args(config_class, args, **given):
+    """``config_class`` from the parsed arguments (by field name), ``given`` overriding."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return config_class(**{**{k: v for k, v in vars(args).items() if k in names}, **given})
+
+
+def flags_changed(config_class, args, which="robust_only") -> list:
+    """The flags (of fields marked ``which``) whose value differs from the field's default."""
+    return [f.metadata["flag"] for f in dataclasses.fields(config_class)
+            if f.metadata.get(which) and getattr(args, f.name) != f.default]
+
+
+def _load_test_arrays(args):
+    """(x_test, y_test) as float32 host arrays in [0, 1]: the attack and evaluate commands' images."""
+    from .data import load_dataset, separable_images, to_float  # noqa: PLC0415
+
+    if args.dataset == "synthetic":
+        return separable_images(args.n_test or 500, seed=1)
+    d = load_dataset(args.dataset, args.data_dir)
+    return to_float(d.x_test[: args.n_test]), d.y_test[: args.n_test]
+
+
 def _load_arrays(args):
     """(x_train, y_train, x_test, y_test, mean, std) as float32 host arrays in [0, 1]."""
     from .data import dataset_stats, load_dataset, separable_images, to_float  # noqa: PLC0415
@@ -204,10 +247,12 @@ def _load_arrays(args):
     return to_float(x), y, to_float(xt), yt, mean, std
 
 
-def _add_dataset(p, default_n_test=None):
+def _add_dataset(p, default_n_test=None, train=True):
+    """--dataset, --data-dir, --n-test and (for commands that train) --n-train."""
     p.add_argument("--dataset", choices=("mnist", "cifar10", "synthetic"), default="mnist")
     _add_data_dir(p)
-    p.add_argument("--n-train", type=_positive_int, default=None, help="use only the first N training images")
+    if train:
+        p.add_argument("--n-train", type=_positive_int, default=None, help="use only the first N training images")
     p.add_argument("--n-test", type=_positive_int, default=default_n_test, help="use only the first N test images")
 
 
@@ -219,24 +264,13 @@ def cmd_train(args):
         raise MinirobustError(f"unknown net {args.net!r}; known: {sorted(nets.NETS)}")
     if args.resume and not args.out:
         raise InputError("--resume needs --out (the run folder to resume from)")
-    ascent_flags = (args.alpha, args.ascent_steps, args.step_size, args.beta, args.eps_ramp or None,
-                    args.eps_warmup or None,
-                    args.monitor or None, args.stop_on_overfit or None)
-    if args.norm is None and (any(v is not None for v in ascent_flags) or args.attack_mode != "eval"
-                              or args.method != "paper"):
-        raise InputError("--method, --alpha, --ascent-steps, --step-size, --beta, --eps-ramp, --monitor, "
-                         "--stop-on-overfit and --attack-mode shape robust training: they need --norm and --eps")
+    robust_flags = flags_changed(TrainConfig, args) + (["--monitor"] if args.monitor else [])
+    if args.norm is None and robust_flags:
+        raise InputError(f"{', '.join(robust_flags)}: these shape robust training: they need --norm and --eps")
     if args.stop_on_overfit and not args.monitor:
         raise InputError("--stop-on-overfit needs --monitor N (the held-out images the monitor attacks)")
     _writable_folder(args.out, "--out")
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                         decay=args.decay, weight_decay=args.weight_decay, norm=args.norm, eps=args.eps,
-                         method=args.method, ascent_steps=args.ascent_steps, ascent_step_size=args.step_size,
-                         alpha=args.alpha, beta=6.0 if args.beta is None else args.beta,
-                         eps_ramp_epochs=args.eps_ramp, eps_warmup_epochs=args.eps_warmup, clip=not args.no_clip,
-                         seed=args.seed,
-                         lr_halve_every=args.lr_halve_every, attack_mode=args.attack_mode,
-                         stop_on_overfit=args.stop_on_overfit)
+    config = config_from_args(TrainConfig, args)
     config.validate()
     x, y, xt, yt, mean, std = _load_arrays(args)
     monitor = None
@@ -277,8 +311,7 @@ def cmd_attack(args):
         raise InputError("--method single-pixel changes one pixel (an l_1 step): it takes no --norm")
     args.norm = args.norm or "inf"
     model = load_model(args.model)
-    args.n_train = 1
-    _, _, xt, yt, _, _ = _load_arrays(args)
+    xt, yt = _load_test_arrays(args)
     fn = ATTACKS[args.method]
     bounds = None if args.no_clip else (0.0, 1.0)
     kw = {"eps": args.eps, "bounds": bounds, "batch_size": 500, **_attack_kwargs(args)}
@@ -318,8 +351,7 @@ def cmd_evaluate(args):
     _writable_file(args.out, "--out")
     _writable_file(args.figure, "--figure")
     model = load_model(args.model)
-    args.n_train = 1
-    _, _, xt, yt, _, _ = _load_arrays(args)
+    xt, yt = _load_test_arrays(args)
     report = {"model": str(args.model), "n": len(xt), "clean_acc": model.accuracy(xt, yt)}
     print(f"clean accuracy {100 * report['clean_acc']:.2f}% on {len(xt)} images")
     if args.eps_grid:
@@ -383,8 +415,7 @@ def cmd_certify(args):
         raise InputError("--method smoothing certifies l_2 radii: use --norm 2")
     _writable_file(args.out, "--out")
     model = load_model(args.model)
-    args.n_train = 1
-    _, _, xt, yt, _, _ = _load_arrays(args)
+    xt, yt = _load_test_arrays(args)
     clean_ok = to_host(model.predict(xt, 500)) == yt
     if args.method == "ibp":
         cert = certify.ibp(model, xt, yt, args.eps)
@@ -608,38 +639,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_dataset(p)
     p.add_argument("--net", default="paper-mnist", help="architecture: paper-mnist | large-mnist | paper-cifar10")
-    p.add_argument("--norm", type=_norm, default=None, help="uncertainty set: inf, 2, 1 or any p >= 1 "
-                   "(omit for plain training)")
-    p.add_argument("--eps", type=_nonneg_float, default=0.0, help="radius of the ball, in [0, 1] pixel units")
-    p.add_argument("--epochs", type=_positive_int, default=10)
-    p.add_argument("--batch-size", type=_positive_int, default=100)
-    p.add_argument("--lr", type=_finite_float, default=0.01)
-    p.add_argument("--momentum", type=_finite_float, default=0.9)
-    p.add_argument("--decay", type=_nonneg_float, default=5e-6, help="per-step lr decay: lr / (1 + t*decay)")
-    p.add_argument("--lr-halve-every", type=_nonneg_int, default=0, help="halve the lr every N epochs (0: never)")
-    p.add_argument("--weight-decay", type=_nonneg_float, default=2e-3)
-    p.add_argument("--attack-mode", choices=("eval", "train"), default="eval",
-                   help="the ascent step's mode: eval (default) or train (dropout on, BatchNorm on batch statistics)")
-    p.add_argument("--method", choices=("paper", "pgd", "fgsm-rs", "trades", "ibp"), default="paper",
-                   help="paper: Algorithm 1 (default); pgd: Madry's PGD-AT; fgsm-rs: Wong's FGSM with a random "
-                        "start; trades: Zhang's TRADES; ibp: Gowal's interval bound propagation (l_inf)")
-    p.add_argument("--ascent-steps", type=_positive_int, default=None,
-                   help="ascent steps per batch (default: the method's: paper, fgsm-rs 1; pgd, trades 10)")
-    p.add_argument("--step-size", type=_positive_float, default=None,
-                   help="ascent step size (default: 2.5*eps/steps; fgsm-rs 1.25*eps)")
-    p.add_argument("--beta", type=_nonneg_float, default=None, help="trades: weight of the KL term (default 6)")
-    p.add_argument("--eps-ramp", type=_nonneg_float, default=0.0, metavar="EPOCHS",
-                   help="grow eps linearly from 0 over this many epochs (default 0: full eps at once)")
-    p.add_argument("--eps-warmup", type=_nonneg_float, default=0.0, metavar="EPOCHS",
-                   help="epochs of plain training before the eps ramp starts (IBP's warm-up; default 0)")
+    from .robust.trainer import TrainConfig  # noqa: PLC0415 - the flags are TrainConfig's fields
+
+    add_config_flags(p, TrainConfig)
     p.add_argument("--monitor", type=_nonneg_int, default=0, metavar="N",
                    help="hold out the last N training images; PGD accuracy on them after each epoch "
                         "(pgd_acc_monitor), and a line when catastrophic overfitting shows")
-    p.add_argument("--stop-on-overfit", action="store_true",
-                   help="with --monitor: on catastrophic overfitting restore the best model and stop")
-    p.add_argument("--alpha", type=_finite_float, default=None,
-                   help="Goodfellow's objective alpha*J(x) + (1-alpha)*J(x'); default: J(x') only")
-    p.add_argument("--no-clip", action="store_true", help="do not clip x' to [0, 1] (the paper's setting)")
     p.add_argument("--out", default=None, help="run folder: checkpoint.npz, metrics.jsonl, model.npz")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -647,7 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("attack", help="attack a saved model on test images")
     _add_common(p)
-    _add_dataset(p, default_n_test=1000)
+    _add_dataset(p, default_n_test=1000, train=False)
     p.add_argument("--model", required=True, help="a model.npz or checkpoint.npz")
     p.add_argument("--method", choices=ATTACK_NAMES, default="fast")
     p.add_argument("--norm", type=_norm, default=None, help="inf (default), 2, 1 or any p >= 1; not for single-pixel")
@@ -664,7 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="clean accuracy, accuracy-vs-eps curves, adversarial sets")
     _add_common(p)
-    _add_dataset(p)
+    _add_dataset(p, train=False)
     p.add_argument("--model", required=True)
     p.add_argument("--norm", type=_norm, default="inf")
     p.add_argument("--eps-grid", type=_eps_list, default=None, help="comma-separated eps values")
@@ -687,7 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("certify", help="certified accuracy (IBP, Lipschitz, randomized smoothing) beside clean and "
                                        "attacked accuracy on the same points")
     _add_common(p)
-    _add_dataset(p, default_n_test=1000)
+    _add_dataset(p, default_n_test=1000, train=False)
     p.add_argument("--model", required=True, help="a model.npz or checkpoint.npz")
     p.add_argument("--method", choices=("ibp", "lipschitz", "smoothing"), default="ibp")
     p.add_argument("--norm", choices=("inf", "2"), default="inf")

@@ -192,6 +192,7 @@ def test_train_methods_and_certify(tmp_path):
         assert out.returncode == 0, out.stderr
         assert "pgd_acc_monitor" in (tmp_path / method / "metrics.jsonl").read_text()
     model = str(tmp_path / "ibp" / "model.npz")
+    common = ("--dataset", "synthetic", "--n-test", "60")  # certify reads test images only: no --n-train
     out = run_cli("certify", *common, "--model", model, "--eps", "0.05", "--attack", "suite",
                   "--out", str(tmp_path / "c.json"))
     assert out.returncode == 0, out.stderr
@@ -201,4 +202,29 @@ def test_train_methods_and_certify(tmp_path):
         out = run_cli("certify", *common, "--model", model, "--eps", "0.05", *args)
         assert out.returncode == 2 and word in out.stderr and "Traceback" not in out.stderr
     out = run_cli("train", *common, "--method", "pgd", "--epochs", "1")
-    assert out.returncode == 2 and "need --norm and --eps" in out.stderr
+    assert out.returncode == 2 and "--method: these shape robust training: they need --norm and --eps" in out.stderr
+    out = run_cli("certify", *common, "--n-train", "5", "--model", model, "--eps", "0.05")
+    assert out.returncode == 2 and "unrecognized arguments: --n-train" in out.stderr
+
+
+def test_train_flags_are_declared_once_on_the_config():
+    # issue 27 item 5: every TrainConfig field made with option() is a flag of `train`, with its default
+    import dataclasses
+
+    from minirobust.cli import build_parser, config_from_args
+    from minirobust.robust import TrainConfig
+
+    parser = build_parser()
+    args = parser.parse_args(["train"])
+    assert config_from_args(TrainConfig, args) == TrainConfig()  # the defaults come from one place
+    args = parser.parse_args(["train", "--norm", "2", "--eps", "0.5", "--method", "trades", "--beta", "3",
+                              "--step-size", "0.1", "--eps-ramp", "2", "--no-clip", "--lr-halve-every", "4"])
+    config = config_from_args(TrainConfig, args, seed=args.seed)
+    assert (config.norm, config.eps, config.method, config.beta, config.ascent_step_size, config.eps_ramp_epochs,
+            config.clip, config.lr_halve_every) == ("2", 0.5, "trades", 3.0, 0.1, 2.0, False, 4)
+    flags = [f.metadata["flag"] for f in dataclasses.fields(TrainConfig) if "flag" in f.metadata]
+    import argparse
+
+    train = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    offered = {o for a in train._actions for o in a.option_strings}
+    assert len(flags) >= 18 and set(flags) <= offered, set(flags) - offered

@@ -26,6 +26,7 @@ from ..backend import get_xp, to_host
 from ..data.batches import iterate_minibatches
 from ..errors import CheckpointError, InputError, TrainingError
 from ..optim import SGD
+from ..options import option
 from .balls import Ball
 from .methods import METHODS, descend_on, make_method
 from .monitor import OverfitMonitor, first_full_epoch
@@ -36,30 +37,42 @@ from .run_folder import RunFolder, whole_number
 class TrainConfig:
     """Everything that defines a training run (saved in checkpoints, checked on resume)."""
 
-    epochs: int = 10
-    batch_size: int = 100
-    lr: float = 0.01
-    momentum: float = 0.9
-    decay: float = 5e-6  # lr_t = lr / (1 + t * decay)
-    weight_decay: float = 2e-3  # = Keras l2(1e-3), the authors' setting (see optim.py)
-    norm: str | None = None  # None: plain training; "inf", "2", "1", or any p >= 1
-    eps: float = 0.0  # radius of the uncertainty set, in [0, 1] pixel units
-    method: str = "paper"  # paper | pgd | fgsm-rs | trades | ibp (methods.py)
-    ascent_steps: int | None = None  # None: the method's own (paper, fgsm-rs: 1; pgd, trades: 10)
-    ascent_step_size: float | None = None  # None: the method's own (2.5 * eps / k; fgsm-rs 1.25 * eps)
-    alpha: float | None = None  # paper only: Goodfellow's mix weight of the clean loss; None: perturbed only
-    beta: float = 6.0  # trades only: the weight of the KL term
-    eps_ramp_epochs: float = 0.0  # grow eps linearly from 0 over this many epochs (0: full eps at once)
-    eps_warmup_epochs: float = 0.0  # epochs of plain training (eps 0) before the ramp starts (IBP's warm-up)
-    clip: bool = True  # clip x' to the input bounds; False reproduces the paper's setting
+    # a field made with option() is also a command-line flag of `minirobust train` (options.py)
+    epochs: int = option(10, "--epochs", "positive_int")
+    batch_size: int = option(100, "--batch-size", "positive_int")
+    lr: float = option(0.01, "--lr", "finite_float")
+    momentum: float = option(0.9, "--momentum", "finite_float")
+    decay: float = option(5e-6, "--decay", "nonneg_float", "per-step lr decay: lr / (1 + t*decay)")
+    weight_decay: float = option(2e-3, "--weight-decay", "nonneg_float")  # = Keras l2(1e-3), the authors' (optim.py)
+    norm: str | None = option(None, "--norm", "norm", "uncertainty set: inf, 2, 1 or any p >= 1 (omit for plain "
+                              "training)")
+    eps: float = option(0.0, "--eps", "nonneg_float", "radius of the ball, in [0, 1] pixel units")
+    method: str = option("paper", "--method", "choice", "paper: Algorithm 1 (default); pgd: Madry's PGD-AT; "
+                         "fgsm-rs: Wong's FGSM with a random start; trades: Zhang's TRADES; ibp: Gowal's interval "
+                         "bound propagation (l_inf)", choices=tuple(METHODS), robust_only=True)
+    ascent_steps: int | None = option(None, "--ascent-steps", "positive_int", "ascent steps per batch (default: the "
+                                      "method's: paper, fgsm-rs 1; pgd, trades 10)", robust_only=True)
+    ascent_step_size: float | None = option(None, "--step-size", "positive_float", "ascent step size (default: "
+                                            "2.5*eps/steps; fgsm-rs 1.25*eps)", robust_only=True)
+    alpha: float | None = option(None, "--alpha", "finite_float", "Goodfellow's objective alpha*J(x) + "
+                                 "(1-alpha)*J(x'); default: J(x') only", robust_only=True)
+    beta: float = option(6.0, "--beta", "nonneg_float", "trades: weight of the KL term", robust_only=True)
+    eps_ramp_epochs: float = option(0.0, "--eps-ramp", "nonneg_float", "grow eps linearly from 0 over this many "
+                                    "epochs (default 0: full eps at once)", metavar="EPOCHS", robust_only=True)
+    eps_warmup_epochs: float = option(0.0, "--eps-warmup", "nonneg_float", "epochs of plain training before the eps "
+                                      "ramp starts (IBP's warm-up)", metavar="EPOCHS", robust_only=True)
+    clip: bool = option(True, "--no-clip", "negated", "do not clip x' to [0, 1] (the paper's setting)")
     bounds: tuple = (0.0, 1.0)
-    seed: int = 0
-    lr_halve_every: int = 0  # epochs: halve the lr every this many epochs (0: never)
-    attack_mode: str = "eval"  # the ascent step's mode: "eval", or "train" (the paper's authors')
+    seed: int = 0  # the command line's --seed (every command has one)
+    lr_halve_every: int = option(0, "--lr-halve-every", "nonneg_int", "halve the lr every N epochs (0: never)")
+    attack_mode: str = option("eval", "--attack-mode", "choice", "the ascent step's mode: eval (default) or train "
+                              "(dropout on, BatchNorm on batch statistics)", choices=("eval", "train"),
+                              robust_only=True)
     monitor_steps: int = 10  # PGD steps of the overfitting monitor (when fit is given a monitor batch)
     overfit_margin: float = 0.2  # a fall of PGD accuracy below its best that counts as a collapse
     overfit_gap: float = 0.5  # training-attack accuracy this far above PGD's (at full eps) is a collapse
-    stop_on_overfit: bool = False  # on a collapse: restore the best model and stop (Wong's early stop)
+    stop_on_overfit: bool = option(False, "--stop-on-overfit", "switch", "with --monitor: on catastrophic "
+                                   "overfitting restore the best model and stop", robust_only=True)
 
     def validate(self):
         if self.epochs < 0 or self.batch_size < 1:
