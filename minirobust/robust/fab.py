@@ -89,9 +89,8 @@ def _min_l1(w, need, room, toward, xp):
     before = xp.cumsum(gain, axis=1) - gain  # what the coordinates before it gave
     remaining = xp.clip(need[:, None] - before, 0.0, None)
     used = xp.where(aw_sorted > 0, xp.minimum(room_sorted, remaining / xp.where(aw_sorted > 0, aw_sorted, 1.0)), 0.0)
-    delta = xp.zeros_like(w)
-    xp.put_along_axis(delta, order, used, 1)
-    return delta * toward
+    unsort = xp.argsort(order, axis=1)  # back to the coordinates' own order (also on CuPy)
+    return xp.take_along_axis(used, unsort, 1) * toward
 
 
 def fab(model, x, y=None, norm="inf", eps=None, target=None, steps=100, rng=None, bounds=(0.0, 1.0),
