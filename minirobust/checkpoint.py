@@ -21,6 +21,7 @@ import numpy as np
 
 from .atomic import write_atomic
 from .errors import CheckpointError
+from .layers import LAYER_TYPES
 from .model import Sequential
 from .npzfile import NpzReader
 
@@ -155,26 +156,12 @@ def _check_geometry(d):
 
 
 def _layer_parameter_count(d) -> int:
-    """Parameters (and running statistics) a layer config implies, without building it."""
-    def count(key):
-        value = d[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{d.get('type')}: {key} must be a positive integer, got {value!r}")
-        return value
-
+    """Parameters (and running statistics) a layer config implies, without building it: the
+    layer's own declaration (``Layer.declared_shapes``), the one place those shapes are written."""
     kind = d.get("type")
-    if kind == "conv2d":
-        kh, kw = (d["kernel_size"] if isinstance(d["kernel_size"], list) else [d["kernel_size"]] * 2)
-        if not all(isinstance(k, int) and k >= 1 for k in (kh, kw)):
-            raise ValueError(f"conv2d: kernel_size must be positive integers, got {d['kernel_size']!r}")
-        f = count("out_channels")
-        return f * count("in_channels") * kh * kw + (f if d.get("bias", True) else 0)
-    if kind == "dense":
-        o = count("out_features")
-        return count("in_features") * o + (o if d.get("bias", True) else 0)
-    if kind in ("batchnorm2d", "batchnorm1d"):
-        return 4 * count("num_features")  # gamma, beta, running mean and variance
-    return 0
+    if kind not in LAYER_TYPES:
+        return 0  # an unknown type is refused when the model is built, with its own message
+    return sum(math.prod(shape) for shape in LAYER_TYPES[kind].declared_shapes(d).values())
 
 
 def load_model(path) -> Sequential:

@@ -46,6 +46,13 @@ class Layer:
 
     kept: tuple = ()  # the attributes forward keeps for backward
 
+    @classmethod
+    def declared_shapes(cls, config: dict) -> dict:
+        """{name: shape} of every array the layer stores (parameters and running statistics) for a
+        ``config()`` dict, computed without building the layer: what a checkpoint's architecture
+        implies, checked before anything is allocated. Raises ValueError for a malformed config."""
+        return {}
+
     def forget(self):
         """Drop what the last forward kept for backward (and any scratch memory): a backward
         before the next forward then says so, instead of using stale values. A model calls it on
@@ -78,6 +85,14 @@ class Layer:
 def _require_forward(layer, attr):
     if getattr(layer, attr, None) is None:
         raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
+
+
+def _positive(config, key) -> int:
+    """``config[key]`` as a positive whole number, or ValueError (configs may come from files)."""
+    value = config[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    return value
 
 
 class Scratch:
@@ -164,6 +179,16 @@ class Conv2D(Layer):
     def forget(self):
         super().forget()
         self.scratch = Scratch()  # a new one: a copy of this layer may share the old
+
+    @classmethod
+    def declared_shapes(cls, config):
+        k = config["kernel_size"]
+        kh, kw = k if isinstance(k, list) else [k, k]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (kh, kw)):
+            raise ValueError(f"kernel_size must be positive integers, got {k!r}")
+        f = _positive(config, "out_channels")
+        shapes = {"W": (f, _positive(config, "in_channels"), kh, kw)}
+        return {**shapes, "b": (f,)} if config.get("bias", True) else shapes
 
     def config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
@@ -297,6 +322,12 @@ class Dense(Layer):
 
     def config(self):
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias, init=self.init)
+
+    @classmethod
+    def declared_shapes(cls, config):
+        o = _positive(config, "out_features")
+        shapes = {"W": (_positive(config, "in_features"), o)}
+        return {**shapes, "b": (o,)} if config.get("bias", True) else shapes
 
     def output_shape(self, input_shape):
         return (self.out_features,)
@@ -455,6 +486,11 @@ class BatchNorm(Layer):
 
     def config(self):
         return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum)
+
+    @classmethod
+    def declared_shapes(cls, config):
+        n = (_positive(config, "num_features"),)
+        return {"gamma": n, "beta": n, "mean": n, "var": n}  # parameters, then running statistics
 
     def forward(self, x, train=False):
         name = f"{type(self).__name__} input"

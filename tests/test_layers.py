@@ -203,3 +203,19 @@ def test_conv2d_is_its_forward_and_backward_pair():
 
     public = {name for name, value in vars(Conv2D).items() if callable(value) and not name.startswith("_")}
     assert public == {"forward", "backward", "forget", "config", "output_shape", "check_input"}, public
+
+
+def test_each_layer_declares_the_shapes_it_stores():
+    # issue 27 item 7: the checkpoint's size check reads these declarations, so they must be true
+    from minirobust import nets
+    from minirobust.layers import LAYER_TYPES
+
+    layers = [layer for net in (nets.paper_mnist(), nets.large_mnist(), nets.paper_cifar10(width=0.25))
+              for layer in net.layers]
+    seen = set()
+    for layer in layers:
+        stored = {**layer.params, **layer.running}
+        declared = LAYER_TYPES[layer.kind].declared_shapes(layer.config())
+        assert {k: tuple(v.shape) for k, v in stored.items()} == declared, layer.kind
+        seen.add(layer.kind)
+    assert {"conv2d", "dense", "batchnorm2d", "maxpool2d", "relu", "flatten"} <= seen, seen
