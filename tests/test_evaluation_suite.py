@@ -464,6 +464,8 @@ def test_fab_finds_the_closest_boundary_point_of_a_linear_model(norm, dual):
     assert res.success.all() and (net.predict(res.x_adv) != net.predict(x)).all()
     assert (found >= closest * (1 - 1e-9)).all()  # nothing adversarial is closer than the boundary
     assert (found <= closest * 1.01).all(), found / closest  # and FAB gets within 1% of it
+    unboxed = fab(net, x, norm=norm, steps=50, bounds=None)  # the box does not bind here: the same answer
+    np.testing.assert_allclose(lp_norm(unboxed.x_adv - x, Ball(norm, 1.0).p), found, rtol=1e-6)
     best = res.info["best_norm"]
     assert (np.diff(best, axis=0) <= 0).all()  # the best norm never grows...
     assert np.allclose(best[0], ETA * closest) and (best[-1] < best[0]).all()  # ...and shrinks from the overshoot

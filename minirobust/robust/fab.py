@@ -30,6 +30,7 @@ ETA = 1.05  # overshoot of the projection step (the paper's eta)
 ALPHA_MAX = 0.1  # the most weight the step from the original image gets (alpha_max)
 BETA = 0.9  # backward step towards the original after a success (beta)
 BISECTIONS = 60  # halvings of the interval in the l_2 and l_inf projections: float64 precision
+UNBOXED = 1e3  # with bounds=None, how far a coordinate may move (pixels live in [0, 1])
 
 
 def min_norm_step(w, c, lo, hi, p):
@@ -129,8 +130,9 @@ def _fab_run(model, x, y, target, p, steps, bounds, trace):
     none), the trace (steps, N) or an empty (0, N) array)."""
     xp = get_xp(x)
     flat = (x.shape[0], -1)
-    lo = (bounds[0] - x).reshape(flat) if bounds is not None else xp.full(flat, -np.inf)
-    hi = (bounds[1] - x).reshape(flat) if bounds is not None else xp.full(flat, np.inf)
+    # no box: a room far beyond any useful perturbation, so that the bisections stay finite
+    lo = (bounds[0] - x).reshape(flat) if bounds is not None else xp.full((x.shape[0], x[0].size), -UNBOXED)
+    hi = (bounds[1] - x).reshape(flat) if bounds is not None else xp.full((x.shape[0], x[0].size), UNBOXED)
     x_orig = x.reshape(flat).astype(np.float64)
     x_cur = x_orig.copy()
     best_x, best_norm = x_orig.copy(), xp.full(x.shape[0], np.inf)
@@ -144,8 +146,7 @@ def _fab_run(model, x, y, target, p, steps, bounds, trace):
         total = n_cur + n_orig
         alpha = xp.minimum(xp.where(total > 0, n_cur / xp.where(total > 0, total, 1.0), 0.0), ALPHA_MAX)[:, None]
         x_new = (1 - alpha) * (x_cur + ETA * d_cur) + alpha * (x_orig + ETA * d_orig)
-        if bounds is not None:
-            x_new = xp.clip(x_new, x_orig + lo, x_orig + hi)
+        x_new = xp.clip(x_new, x_orig + lo, x_orig + hi)
         fooled = model.predict(x_new.reshape(x.shape).astype(x.dtype)) != y
         dist = lp_norm(x_new - x_orig, p)
         closer = fooled & (dist < best_norm)
