@@ -222,13 +222,14 @@ def flags_changed(config_class, args, which="robust_only") -> list:
             if f.metadata.get(which) and getattr(args, f.name) != f.default]
 
 
-def _load_test_arrays(args):
-    """(x_test, y_test) as float32 host arrays in [0, 1]: the attack and evaluate commands' images."""
+def _load_test_arrays(args, dataset=None):
+    """(x_test, y_test) as float32 host arrays in [0, 1]: the attack and evaluate commands' images
+    (``dataset``: one already loaded)."""
     from .data import load_dataset, separable_images, to_float  # noqa: PLC0415
 
     if args.dataset == "synthetic":
         return separable_images(args.n_test or 500, seed=1)
-    d = load_dataset(args.dataset, args.data_dir)
+    d = dataset if dataset is not None else load_dataset(args.dataset, args.data_dir)
     return to_float(d.x_test[: args.n_test]), d.y_test[: args.n_test]
 
 
@@ -238,13 +239,10 @@ def _load_arrays(args):
 
     if args.dataset == "synthetic":
         x, y = separable_images(args.n_train or 2000, seed=0)
-        xt, yt = separable_images(args.n_test or 500, seed=1)
-        return x, y, xt, yt, float(x.mean()), float(x.std())
+        return (x, y, *_load_test_arrays(args), float(x.mean()), float(x.std()))
     d = load_dataset(args.dataset, args.data_dir)
     mean, std = dataset_stats(d.x_train, per_channel=d.x_train.shape[1] > 1)
-    x, y = d.x_train[: args.n_train], d.y_train[: args.n_train]
-    xt, yt = d.x_test[: args.n_test], d.y_test[: args.n_test]
-    return to_float(x), y, to_float(xt), yt, mean, std
+    return (to_float(d.x_train[: args.n_train]), d.y_train[: args.n_train], *_load_test_arrays(args, d), mean, std)
 
 
 def _add_dataset(p, default_n_test=None, train=True):

@@ -186,13 +186,13 @@ def exact_judge(inputs, names, truth, properties=()):
     each of ``properties(got, inputs)`` raises Mismatch in plain words before the comparison."""
     def judge(fn):
         got = _call(fn, {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in inputs.items()}, names)
-        for name, value, want in zip(names, got, truth(**inputs)):
+        expected = truth(**inputs)
+        for name, value, want in zip(names, got, expected):
             if value.shape != want.shape:
                 raise Mismatch(f"{name} has shape {value.shape}, expected {want.shape}")
         for prop in properties:
             prop(got, inputs)
-        return compare_all((name, value, want, "the right answer is")
-                           for name, value, want in zip(names, got, truth(**inputs)))
+        return compare_all((name, value, want, "the right answer is") for name, value, want in zip(names, got, expected))
 
     return judge
 

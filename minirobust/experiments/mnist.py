@@ -115,15 +115,22 @@ class AttackColumn:
         return f"{names}-{settings['pgd_steps']}{last} l_{self.norm} eps {self.eps:g} ({n} imgs)"
 
 
+def pgd_column_set(eps_pixel) -> list:
+    """PGD at the l_inf training radius and twice it (``eps_pixel``: {"linf": eps, ...})."""
+    return [AttackColumn("pgd", "inf", e) for e in (eps_pixel["linf"], 2 * eps_pixel["linf"])]
+
+
+def suite_column_set(eps_pixel) -> list:
+    """The suite at the l_inf and l_2 training radii and twice each."""
+    return [AttackColumn("suite", norm, e) for norm, net in (("inf", "linf"), ("2", "l2"))
+            for e in (eps_pixel[net], 2 * eps_pixel[net])]
+
+
 def attack_columns(settings) -> list:
-    """Table 1's attack columns, from the run's settings: PGD at the l_inf training radius and
-    twice it; with a suite (n_suite > 0), the suite at the l_inf and l_2 radii and twice each."""
+    """Table 1's attack columns, from the run's settings: the PGD set, and the suite set when the
+    run had a suite (n_suite > 0); the same sets the writer runs."""
     eps = settings["eps_pixel"]
-    columns = [AttackColumn("pgd", "inf", e) for e in (eps["linf"], 2 * eps["linf"])] if settings["n_pgd"] else []
-    if settings.get("n_suite"):
-        columns += [AttackColumn("suite", norm, e) for norm, net in (("inf", "linf"), ("2", "l2"))
-                    for e in (eps[net], 2 * eps[net])]
-    return columns
+    return (pgd_column_set(eps) if settings["n_pgd"] else []) + (suite_column_set(eps) if settings.get("n_suite") else [])
 
 
 QUICK = dict(epochs=1, n_train=10000, n_test=2000, n_pgd=200, pgd_steps=10, n_suite=20, suite_steps=10,
@@ -252,12 +259,12 @@ class MnistReproduction:
 
     def pgd_columns(self):
         xs, ys = self.xt[: self.s.n_pgd], self.yt[: self.s.n_pgd]
-        eps = self.eps_pixel("linf")
+        columns = pgd_column_set({"linf": self.eps_pixel("linf")})
         out = {}
         for name, model in self._stage(self.models.items(), f"PGD-{self.s.pgd_steps}"):
             self.log(f"[pgd] l_inf {self.s.pgd_steps} steps: {name}")
             out[name] = {}
-            for col in (AttackColumn("pgd", "inf", e) for e in (eps, 2 * eps)):
+            for col in columns:
                 out[name][col.key] = robust_accuracy(model, xs, ys, "inf", col.eps, method="pgd",
                                                      steps=self.s.pgd_steps, random_start=True, rng=self.s.seed)
                 # the fast method on the same subset, so the two columns compare like with like
@@ -276,8 +283,7 @@ class MnistReproduction:
         out = {}
         for name, model in self._stage(self.models.items(), "suite"):
             out[name] = {}
-            for col in (AttackColumn("suite", norm, e) for norm, net in (("inf", "linf"), ("2", "l2"))
-                        for e in (self.eps_pixel(net), 2 * self.eps_pixel(net))):
+            for col in suite_column_set({net: self.eps_pixel(net) for net in ("linf", "l2")}):
                 self.log(f"[suite] {name}: l_{col.norm} eps {col.eps:g} on {n} images")
                 r = run_suite(model, xs, ys, col.norm, col.eps, attacks=attacks, rng=self.s.seed, log=None)
                 pgd_r = robust_accuracy(model, xs, ys, col.norm, col.eps, method="pgd", steps=self.s.pgd_steps,
